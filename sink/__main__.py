@@ -1,0 +1,5 @@
+"""python -m sink"""
+
+from sink.cli import main
+
+raise SystemExit(main())

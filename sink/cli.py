@@ -1,0 +1,190 @@
+"""The ``studio-sink`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import ValidationError
+
+from sink import embedded, logs, migrate
+from sink.app import create_app, resolve_dsn
+from sink.config import Settings, load_settings
+from sink.db import redact_url
+from sink.errors import ConfigError, SinkError
+from sink.keys import HEALTH
+
+log = logging.getLogger("sink")
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _warn_unverified() -> None:
+    banner = "!" * 78
+    for line in (
+        banner,
+        "SINK_VERIFY_SIGNATURE=false: ANYONE who can reach this port can write events.",
+        "Use this for a local trial only; set SINK_TWILIO_AUTH_TOKEN for real use.",
+        banner,
+    ):
+        log.warning(line)
+
+
+def check_serve_settings(settings: Settings) -> None:
+    if (
+        settings.verify_signature
+        and not settings.twilio_auth_token
+        and not (settings.twilio_shared_keys)
+    ):
+        raise ConfigError(
+            "SINK_TWILIO_AUTH_TOKEN is not set, so no delivery could be verified. Set it to"
+            " your account's Auth Token (comma-separate several during a rotation), or set"
+            " SINK_VERIFY_SIGNATURE=false for a local trial."
+        )
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    check_serve_settings(settings)
+    if not settings.verify_signature:
+        _warn_unverified()
+    if settings.embedded:
+        log.info("no SINK_DATABASE_URL: using the embedded Postgres in %s", settings.data_dir)
+    dsn = await resolve_dsn(settings)
+    app = create_app(settings, dsn=dsn)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
+    await site.start()
+    log.info(
+        "studio-sink listening on http://%s:%d/events (database %s)",
+        settings.host,
+        settings.port,
+        redact_url(dsn),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: draining deliveries (up to %.0f s)", settings.shutdown_grace)
+    app[HEALTH].draining = True
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    dsn = (
+        settings.database_url.get_secret_value()
+        if settings.database_url
+        else await embedded.prepare(settings.data_dir)
+    )
+    conn = await asyncpg.connect(dsn, timeout=settings.db_connect_timeout)
+    try:
+        applied = await migrate.migrate(conn)
+    finally:
+        await conn.close()
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.filename}")
+    else:
+        print("schema is current; nothing to apply")
+    return 0
+
+
+async def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url:
+        print(settings.database_url.get_secret_value())
+        return 0
+    dsn = await embedded.prepare(settings.data_dir, keep_running=True)
+    print(dsn)
+    print(
+        f"(embedded Postgres in {settings.data_dir.resolve()} is running;"
+        " `studio-sink db-stop` stops it)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url:
+        print("SINK_DATABASE_URL is set: there is no embedded Postgres to stop", file=sys.stderr)
+        return 1
+    stopped = await asyncio.to_thread(embedded.stop, settings.data_dir)
+    print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="studio-sink",
+        description="Twilio Event Streams webhook sink for Studio flow data, on Postgres.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the webhook receiver")
+    serve.add_argument("--host", help="interface to listen on (SINK_HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (SINK_PORT, default 8080)")
+    serve.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")
+    serve.add_argument("--log-format", choices=["json", "text"], help="SINK_LOG_FORMAT")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="SINK_LOG_LEVEL"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    for name, handler, text in (
+        ("migrate", cmd_migrate, "apply pending database migrations, then exit"),
+        ("db-url", cmd_db_url, "print the database URL in use (starts the embedded one)"),
+        ("db-stop", cmd_db_stop, "stop the embedded Postgres"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("host", "port", "data_dir", "log_format", "log_level")
+    return {name: getattr(args, name, None) for name in names}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(**_overrides(args))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SINK_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"studio-sink: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level, settings.log_format)
+    handler: Command = args.handler
+    try:
+        return _run(handler(args, settings))
+    except SinkError as exc:
+        print(f"studio-sink: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"studio-sink: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)

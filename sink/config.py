@@ -1,0 +1,108 @@
+"""Settings, read from ``SINK_*`` environment variables (and CLI flags layered on top).
+
+Secrets are ``SecretStr``: their repr and str print ``**********``, so a settings object
+can be logged or shown in an error without leaking a token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_PORT = 8080
+
+
+def _split_secrets(value: Any) -> Any:
+    if isinstance(value, str):
+        return [SecretStr(part.strip()) for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of studio-sink. The README's configuration table lists them all."""
+
+    model_config = SettingsConfigDict(env_prefix="SINK_", extra="ignore", frozen=True)
+
+    # --- receiver -------------------------------------------------------------------
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook receiver listens on all interfaces
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    public_url: str | None = None
+    trust_forwarded: bool = False
+    verify_signature: bool = True
+    twilio_auth_token: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    twilio_shared_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    client_timeout: float = Field(10.0, gt=0)
+
+    # --- database -------------------------------------------------------------------
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".studio-sink")
+    db_pool_size: int = Field(8, ge=2)
+    db_connect_timeout: float = Field(3.0, gt=0)
+
+    # --- group commit ---------------------------------------------------------------
+    batch_max_events: int = Field(2000, ge=1)
+    batch_max_wait_ms: float = Field(4.0, ge=0)
+    writers: int = Field(2, ge=1)
+    max_pending_events: int = Field(20000, ge=1)
+    delivery_timeout: float = Field(4.0, gt=0)
+
+    # --- operation ------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    shutdown_grace: float = Field(20.0, gt=0)
+
+    # --- admin and backfill ---------------------------------------------------------
+    admin_token: SecretStr | None = None
+    twilio_account_sid: str | None = None
+    twilio_api_key_sid: str | None = None
+    twilio_api_key_secret: SecretStr | None = None
+    studio_base_url: str = "https://studio.twilio.com"
+    backfill_workers: int = Field(4, ge=0)
+    backfill_rate_limit: float = Field(10.0, gt=0)
+    backfill_concurrency: int = Field(8, ge=1)
+    backfill_max_attempts: int = Field(8, ge=1)
+    auto_backfill: bool = False
+
+    # --- data life cycle ------------------------------------------------------------
+    retention_days: int | None = Field(None, ge=1)
+    maintain_interval: float = Field(3600.0, ge=0)
+
+    @field_validator("twilio_auth_token", "twilio_shared_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_secrets(value)
+
+    @field_validator("database_url", "admin_token", "twilio_api_key_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("public_url", "twilio_account_sid", "twilio_api_key_sid", mode="before")
+    @classmethod
+    def _empty_str_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database URL is given: studio-sink runs its own Postgres."""
+        return self.database_url is None
+
+    def auth_tokens(self) -> list[bytes]:
+        return [t.get_secret_value().encode() for t in self.twilio_auth_token]
+
+    def shared_keys(self) -> list[bytes]:
+        return [t.get_secret_value().encode() for t in self.twilio_shared_keys]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) winning."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

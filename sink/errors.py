@@ -1,0 +1,35 @@
+"""The exception tree. Every message names the problem and what to do about it."""
+
+from __future__ import annotations
+
+
+class SinkError(Exception):
+    """Base of every error studio-sink raises on purpose."""
+
+
+class ConfigError(SinkError):
+    """A setting is missing or inconsistent; the message names the variable to set."""
+
+
+class MigrationError(SinkError):
+    """The database schema cannot be brought to, or is not at, the version this code needs."""
+
+
+class SchemaBehind(MigrationError):
+    """The database has migrations this code needs that were not applied."""
+
+
+class DatabaseUnavailable(SinkError):
+    """Postgres cannot be reached or failed in a way a retry may fix (answer 503)."""
+
+
+class Overloaded(SinkError):
+    """More events are waiting to be written than the sink holds (answer 503/429)."""
+
+
+class ShuttingDown(SinkError):
+    """The sink is draining and takes no new deliveries (answer 503)."""
+
+
+class CommitTimeout(SinkError):
+    """A commit did not finish within the delivery budget (answer 503; Twilio retries)."""

@@ -1,0 +1,18 @@
+"""Liveness and readiness state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Health:
+    draining: bool = False
+    schema_ok: bool = False
+    last_db_ok: float = 0.0
+    last_db_check: float = 0.0
+    last_db_error: str | None = None
+
+    def fresh(self, max_age: float) -> bool:
+        return time.monotonic() - self.last_db_check < max_age

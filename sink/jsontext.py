@@ -1,0 +1,102 @@
+"""JSON in and out, fast (orjson) and exact where orjson is not (big integers).
+
+Pure: no I/O. Postgres ``jsonb`` refuses NUL characters and non-finite numbers, so the
+helpers here also tell whether a value can be stored at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+_LONG_INTEGER: Final = re.compile(rb"\d{19}")
+_MAX_DEPTH: Final = 1024
+
+
+class JsonError(ValueError):
+    """The bytes are not JSON we can keep; the message says why."""
+
+
+def _exact_number(text: str) -> Any:
+    value = Decimal(text)
+    if not value.is_finite():
+        raise JsonError(f"number {text[:40]} is out of range")
+    as_float = float(value)
+    if math.isinf(as_float):
+        raise JsonError(f"number {text[:40]}... is too large to store")
+    return as_float
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON. Integers beyond 64 bits stay exact; NaN/Infinity are refused."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if not _LONG_INTEGER.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if "infinity" not in str(exc):
+                raise JsonError(str(exc)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonError(f"not valid UTF-8 at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_float=_exact_number, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise JsonError("JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise JsonError(str(exc)) from None
+
+
+def needs_storable_check(raw: bytes) -> bool:
+    """Whether a parsed body may hold values Postgres refuses (checked per element then)."""
+    return b"\\u0000" in raw or _LONG_INTEGER.search(raw) is not None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonError(f"{name} is not valid JSON")
+
+
+def dumps(value: Any) -> str:
+    """Serialize for a ``jsonb`` parameter."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        # integers beyond 64 bits: the standard library writes them exactly
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def storable_problem(value: Any, depth: int = 0) -> str | None:
+    """Why Postgres could not store this value in ``jsonb``/``text``, or None."""
+    if depth > _MAX_DEPTH:
+        return "JSON nested too deeply"
+    if isinstance(value, str):
+        return _string_problem(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _string_problem(key) or storable_problem(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            problem = storable_problem(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "a number is out of range"
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which Postgres cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate, which is not valid Unicode"
+    return None

@@ -1,0 +1,173 @@
+"""POST /events: verify, parse, hand to the group-commit writer, answer after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+from sink import signature
+from sink.config import Settings
+from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
+from sink.events import TEST_EVENT_TYPE, Delivery, parse_delivery
+from sink.keys import METRICS, SETTINGS, WRITER
+from sink.metrics import Metrics, type_label
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, *, retry_after: int | None = None, **extra: Any
+) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body: dict[str, Any] = {"error": code, "message": message, **extra}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def signed_url(request: web.Request, settings: Settings) -> str:
+    """The URL Twilio signed: SINK_PUBLIC_URL's origin and path with the query received,
+    or the URL rebuilt from the request (and trusted X-Forwarded-* headers)."""
+    raw_query = urlsplit(request.raw_path).query
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        return urlunsplit((public.scheme, public.netloc, public.path, raw_query, ""))
+    scheme = request.scheme
+    host = request.host
+    if settings.trust_forwarded:
+        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    return f"{scheme}://{host}{request.raw_path}"
+
+
+def check_signature(
+    request: web.Request, body: bytes, settings: Settings
+) -> signature.SignatureCheck:
+    if not settings.verify_signature:
+        return signature.VALID
+    return signature.verify(
+        urls=[signed_url(request, settings)],
+        body=body,
+        signature=request.headers.get(signature.SIGNATURE_HEADER),
+        settings_header=request.headers.get(signature.SETTINGS_HEADER),
+        auth_tokens=settings.auth_tokens(),
+        shared_keys=settings.shared_keys(),
+    )
+
+
+def _count_parsed(metrics: Metrics, delivery: Delivery) -> None:
+    for event in delivery.events:
+        metrics.events.labels(type_label(event.type), "received").inc()
+    for rejection in delivery.rejected:
+        metrics.events.labels(type_label(rejection.event_type), "rejected").inc()
+
+
+async def _read_body(request: web.Request, settings: Settings) -> bytes | web.Response:
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        return error_response(
+            413,
+            "body_too_large",
+            f"the body is {length} bytes, over the limit of {settings.max_body_bytes}"
+            " (SINK_MAX_BODY_BYTES)",
+        )
+    try:
+        return await asyncio.wait_for(request.read(), settings.client_timeout)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            413,
+            "body_too_large",
+            f"the body is over the limit of {settings.max_body_bytes} bytes (SINK_MAX_BODY_BYTES)",
+        )
+    except TimeoutError:
+        return error_response(
+            503,
+            "body_timeout",
+            f"the body did not arrive within {settings.client_timeout} s; send it again",
+            retry_after=1,
+        )
+
+
+async def handle_events(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    response = await _handle(request, settings, metrics, started)
+    metrics.deliveries.labels(str(response.status)).inc()
+    metrics.delivery_seconds.observe(time.perf_counter() - started)
+    return response
+
+
+async def _handle(
+    request: web.Request, settings: Settings, metrics: Metrics, started: float
+) -> web.StreamResponse:
+    body = await _read_body(request, settings)
+    if isinstance(body, web.Response):
+        return body
+    check = check_signature(request, body, settings)
+    if not check.ok:
+        reason = check.reason or "bad_signature"
+        metrics.signature_failures.labels(reason).inc()
+        log.warning("delivery refused: %s", check.explanation, extra={"reason": reason})
+        return error_response(
+            401,
+            "invalid_signature",
+            f"{check.explanation}. Check that SINK_TWILIO_AUTH_TOKEN holds this account's"
+            " Auth Token and that SINK_PUBLIC_URL is the exact URL configured in Twilio.",
+            reason=reason,
+        )
+
+    delivery = parse_delivery(request.headers, body)
+    _count_parsed(metrics, delivery)
+    request_id: str = request["request_id"]
+    writer = request.app[WRITER]
+    try:
+        future = writer.submit(request_id, delivery.events, delivery.rejected)
+    except Overloaded as exc:
+        return error_response(429, "overloaded", str(exc), retry_after=1)
+    except ShuttingDown as exc:
+        return error_response(503, "shutting_down", str(exc), retry_after=1)
+
+    budget = settings.delivery_timeout - (time.perf_counter() - started)
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(future), max(budget, 0.01))
+    except TimeoutError:
+        timeout = CommitTimeout(
+            f"the commit did not finish within {settings.delivery_timeout} s"
+            " (SINK_DELIVERY_TIMEOUT); Twilio will retry and duplicates are ignored"
+        )
+        log.warning("%s", timeout)
+        return error_response(503, "commit_timeout", str(timeout), retry_after=1)
+    except (DatabaseUnavailable, ShuttingDown) as exc:
+        return error_response(503, "database_unavailable", str(exc), retry_after=2)
+
+    for event in outcome.new_events:
+        metrics.events.labels(type_label(event.type), "stored").inc()
+        if event.type == TEST_EVENT_TYPE:
+            log.info("Event Streams sink test event received: Twilio reaches this sink")
+    if outcome.duplicates:
+        metrics.events.labels("other", "duplicate").inc(outcome.duplicates)
+
+    if delivery.fatal:
+        reasons = sorted({r.reason for r in delivery.rejected})
+        detail = delivery.rejected[0].detail if delivery.rejected else "no events"
+        log.info("delivery rejected (%s): %s", ",".join(reasons), detail)
+        return error_response(
+            400,
+            reasons[0] if reasons else "not_cloudevents",
+            f"{detail}. The body is kept in studio.rejected_events.",
+            rejected=outcome.rejected,
+            request_id=request_id,
+        )
+    return web.json_response(
+        {
+            "request_id": request_id,
+            "received": len(delivery.events) + len(delivery.rejected),
+            "stored": outcome.stored,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+        }
+    )
