@@ -17,7 +17,7 @@ from sink import db, embedded, migrate
 from sink.config import Settings
 from sink.errors import SchemaBehind
 from sink.health import Health
-from sink.keys import DSN, HEALTH, METRICS, POOL, SETTINGS, WRITER
+from sink.keys import DSN, HEALTH, METRICS, POOL, REQUEST_ID, SETTINGS, WRITER
 from sink.logs import request_id_var
 from sink.metrics import Metrics
 from sink.receiver import error_response, handle_events
@@ -33,7 +33,7 @@ PARTITION_DAYS_AHEAD = 7
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids, and the one place unexpected errors become answers (5xx: retryable)."""
     rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     token = request_id_var.set(rid)
     try:
         response = await handler(request)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
+import pkgutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -149,7 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         command.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")
         command.set_defaults(handler=handler)
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules() -> list[Any]:
+    import sink.commands
+
+    names = sorted(m.name for m in pkgutil.iter_modules(sink.commands.__path__))
+    return [importlib.import_module(f"sink.commands.{name}") for name in names]
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

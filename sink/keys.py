@@ -18,5 +18,4 @@ POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool")
 WRITER = web.AppKey("writer", GroupCommitWriter)
 HEALTH = web.AppKey("health", Health)
 DSN = web.AppKey("dsn", str)
-
-__all__ = ["DSN", "HEALTH", "METRICS", "POOL", "SETTINGS", "WRITER", "Any"]
+REQUEST_ID = web.RequestKey("request_id", str)

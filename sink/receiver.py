@@ -14,7 +14,7 @@ from sink import signature
 from sink.config import Settings
 from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
 from sink.events import TEST_EVENT_TYPE, Delivery, parse_delivery
-from sink.keys import METRICS, SETTINGS, WRITER
+from sink.keys import METRICS, REQUEST_ID, SETTINGS, WRITER
 from sink.metrics import Metrics, type_label
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ async def _handle(
 
     delivery = parse_delivery(request.headers, body)
     _count_parsed(metrics, delivery)
-    request_id: str = request["request_id"]
+    request_id = request[REQUEST_ID]
     writer = request.app[WRITER]
     try:
         future = writer.submit(request_id, delivery.events, delivery.rejected)

@@ -1,0 +1,108 @@
+"""Shared fixtures: a real Postgres, a fresh database per test, the sink's app and client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from yarl import URL
+
+from sink import jsontext
+from sink.app import create_app
+from sink.config import Settings
+from tests.support import pg
+from tests.support.twilio import TOKEN, signed_request
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return pg.start_server(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: str) -> Iterator[str]:
+    name = asyncio.run(pg.create_template(pg_server))
+    yield name
+    asyncio.run(pg.drop(pg_server, name))
+
+
+@pytest.fixture
+async def database_url(pg_server: str, pg_template: str) -> AsyncIterator[str]:
+    name = await pg.clone(pg_server, pg_template)
+    yield pg.with_database(pg_server, name)
+    await pg.drop(pg_server, name)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "twilio_auth_token": TOKEN,
+            "log_format": "text",
+            "backfill_workers": 0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+class Sink:
+    """The sink under test, reached over real HTTP, with Twilio-style signing."""
+
+    def __init__(self, client: TestClient[Any, Any]) -> None:
+        self.client = client
+
+    def url(self, path: str = "/events") -> str:
+        return str(self.client.make_url(path))
+
+    async def post(
+        self, payload: Any, *, token: str = TOKEN, path: str = "/events", **headers: str
+    ) -> tuple[int, dict[str, Any]]:
+        body = payload if isinstance(payload, bytes) else jsontext.dumps(payload).encode()
+        url, all_headers = signed_request(self.url(path), body, token, **headers)
+        response = await self.client.post(
+            URL(url).raw_path_qs, data=body, headers=all_headers
+        )
+        try:
+            answer = await response.json(content_type=None)
+        except ValueError:
+            answer = {"text": await response.text()}
+        return response.status, answer
+
+
+@pytest.fixture
+def start_sink(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> Callable[..., Any]:
+    async def starter(**overrides: Any) -> Sink:
+        client = await aiohttp_client(create_app(make_settings(**overrides)))
+        return Sink(client)
+
+    return starter
+
+
+@pytest.fixture
+async def sink(start_sink: Callable[..., Any]) -> Sink:
+    started: Sink = await start_sink()
+    return started
+
+
+@pytest.fixture
+def output_dir() -> Path:
+    path = Path("test-output")
+    path.mkdir(exist_ok=True)
+    return path

@@ -1,0 +1,120 @@
+"""Studio CloudEvents shaped as Event Streams sends them."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+STARTED = "com.twilio.studio.flow.execution.started"
+ENDED = "com.twilio.studio.flow.execution.ended"
+STEP = "com.twilio.studio.flow.step.ended"
+TEST_EVENT = "com.twilio.eventstreams.test-event"
+
+ACCOUNT = "AC" + "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+def sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def execution_event(
+    kind: str,
+    execution_sid: str,
+    flow_sid: str,
+    *,
+    at: datetime,
+    created: datetime | None = None,
+    revision: int = 3,
+    contact: str = "+15017122661",
+    ended_reason: str = "FLOW_END",
+) -> dict[str, Any]:
+    ended = kind == ENDED
+    data: dict[str, Any] = {
+        "execution_sid": execution_sid,
+        "account_sid": ACCOUNT,
+        "flow_sid": flow_sid,
+        "contact_channel_address": contact,
+        "status": "ended" if ended else "active",
+        "started_by": "Trigger",
+        "flow_revision": revision,
+        "date_created": _iso(created or at),
+        "date_updated": _iso(at),
+    }
+    if ended:
+        data["ended_reason"] = ended_reason
+    return {
+        "specversion": "1.0",
+        "type": kind,
+        "source": f"/v2/Flows/{flow_sid}/Executions/{execution_sid}",
+        "id": sid("EZ"),
+        "dataschema": "https://events-schemas.twilio.com/Studio.FlowExecutionEvent/2",
+        "datacontenttype": "application/json",
+        "time": at.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+
+
+def step_event(
+    execution_sid: str, flow_sid: str, *, at: datetime, name: str, came_from: str
+) -> dict[str, Any]:
+    step_sid = sid("FT")
+    return {
+        "specversion": "1.0",
+        "type": STEP,
+        "source": f"/v2/Flows/{flow_sid}/Executions/{execution_sid}/Steps/{step_sid}",
+        "id": sid("EZ"),
+        "dataschema": "https://events-schemas.twilio.com/Studio.FlowStepEvent/1",
+        "datacontenttype": "application/json",
+        "time": at.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "account_sid": ACCOUNT,
+            "flow_sid": flow_sid,
+            "execution_sid": execution_sid,
+            "step_sid": step_sid,
+            "parent_step_sid": None,
+            "name": name,
+            "transitioned_from": came_from,
+            "transitioned_to": name,
+            "date_created": _iso(at),
+        },
+    }
+
+
+def execution_story(
+    steps: int = 3, *, flow_sid: str | None = None, start: datetime | None = None
+) -> list[dict[str, Any]]:
+    """started, N steps, ended: the events of one execution, in order."""
+    flow = flow_sid or sid("FW")
+    execution = sid("FN")
+    t0 = start or datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+    events = [execution_event(STARTED, execution, flow, at=t0)]
+    previous = "Trigger"
+    for n in range(steps):
+        name = f"widget_{n}"
+        events.append(
+            step_event(execution, flow, at=t0 + timedelta(seconds=n + 1), name=name,
+                       came_from=previous)
+        )
+        previous = name
+    events.append(
+        execution_event(ENDED, execution, flow, at=t0 + timedelta(seconds=steps + 2), created=t0)
+    )
+    return events
+
+
+def sink_test_event() -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "type": TEST_EVENT,
+        "source": "Sink",
+        "id": ACCOUNT,
+        "dataschema": "https://events-schemas.twilio.com/EventStreams.TestSink/1.json",
+        "datacontenttype": "application/json",
+        "time": "2026-11-20T14:00:00.000Z",
+        "data": {"test_id": "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"},
+    }
