@@ -77,8 +77,14 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping: draining deliveries (up to %.0f s)", settings.shutdown_grace)
+    log.info(
+        "stopping: not ready, refusing new deliveries (503) for %.1f s, then draining (up to"
+        " %.0f s)",
+        settings.shutdown_delay,
+        settings.shutdown_grace,
+    )
     app[HEALTH].draining = True
+    await asyncio.sleep(settings.shutdown_delay)
     await runner.cleanup()
     log.info("stopped")
     return 0

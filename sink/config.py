@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     shutdown_grace: float = Field(20.0, gt=0)
+    shutdown_delay: float = Field(1.0, ge=0)
 
     # --- admin and backfill ---------------------------------------------------------
     admin_token: SecretStr | None = None

@@ -14,7 +14,7 @@ from sink import signature
 from sink.config import Settings
 from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
 from sink.events import TEST_EVENT_TYPE, Delivery, parse_delivery
-from sink.keys import METRICS, REQUEST_ID, SETTINGS, WRITER
+from sink.keys import HEALTH, METRICS, REQUEST_ID, SETTINGS, WRITER
 from sink.metrics import Metrics, type_label
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,12 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
 async def _handle(
     request: web.Request, settings: Settings, metrics: Metrics, started: float
 ) -> web.StreamResponse:
+    if request.app[HEALTH].draining:
+        response = error_response(
+            503, "shutting_down", "the sink is shutting down; retry", retry_after=1
+        )
+        response.force_close()
+        return response
     body = await _read_body(request, settings)
     if isinstance(body, web.Response):
         return body

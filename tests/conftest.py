@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from tests.support.twilio import TOKEN, signed_request
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return pg.start_server(tmp_path_factory.mktemp("pg"))
+def pg_server() -> str:
+    # not tmp_path_factory: pytest prunes old basetemps, which may belong to another run
+    return pg.start_server(Path(tempfile.mkdtemp(prefix="studio-sink-test-")))
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +76,7 @@ class Sink:
     ) -> tuple[int, dict[str, Any]]:
         body = payload if isinstance(payload, bytes) else jsontext.dumps(payload).encode()
         url, all_headers = signed_request(self.url(path), body, token, **headers)
-        response = await self.client.post(
-            URL(url).raw_path_qs, data=body, headers=all_headers
-        )
+        response = await self.client.post(URL(url).raw_path_qs, data=body, headers=all_headers)
         try:
             answer = await response.json(content_type=None)
         except ValueError:

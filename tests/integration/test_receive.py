@@ -16,7 +16,9 @@ from cloudevents.core.v1.event import CloudEvent
 from tests.conftest import Sink
 from tests.support.studio import STEP, execution_story, sid, sink_test_event
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "examples" / "event-streams-delivery.json"
+EXAMPLE = (
+    Path(__file__).resolve().parents[3] / "shared" / "examples" / "event-streams-delivery.json"
+)
 
 
 async def counts(conn: asyncpg.Connection[Any]) -> dict[str, int]:
@@ -26,7 +28,9 @@ async def counts(conn: asyncpg.Connection[Any]) -> dict[str, int]:
     }
 
 
-async def test_example_delivery_lands_in_typed_tables(sink: Sink, conn: asyncpg.Connection[Any]) -> None:
+async def test_example_delivery_lands_in_typed_tables(
+    sink: Sink, conn: asyncpg.Connection[Any]
+) -> None:
     body = EXAMPLE.read_bytes()
     status, answer = await sink.post(body)
     assert status == 200, answer
@@ -76,7 +80,9 @@ async def test_any_order_gives_the_same_rows(sink: Sink, conn: asyncpg.Connectio
     assert await conn.fetchval("SELECT count(*) FROM studio.steps") == 3
 
 
-async def test_step_for_unknown_execution_creates_it(sink: Sink, conn: asyncpg.Connection[Any]) -> None:
+async def test_step_for_unknown_execution_creates_it(
+    sink: Sink, conn: asyncpg.Connection[Any]
+) -> None:
     step = [e for e in execution_story(1) if e["type"] == STEP]
     status, _ = await sink.post(step)
     assert status == 200
@@ -118,8 +124,11 @@ async def test_single_structured_event(sink: Sink, conn: asyncpg.Connection[Any]
     event = execution_story(1)[0]
     sdk_event = CloudEvent(
         attributes={
-            "type": event["type"], "source": event["source"], "id": event["id"],
-            "specversion": "1.0", "datacontenttype": "application/json",
+            "type": event["type"],
+            "source": event["source"],
+            "id": event["id"],
+            "specversion": "1.0",
+            "datacontenttype": "application/json",
         },
         data=event["data"],
     )
@@ -133,8 +142,11 @@ async def test_binary_mode(sink: Sink, conn: asyncpg.Connection[Any]) -> None:
     event = execution_story(1)[1]
     sdk_event = CloudEvent(
         attributes={
-            "type": event["type"], "source": event["source"], "id": event["id"],
-            "specversion": "1.0", "datacontenttype": "application/json",
+            "type": event["type"],
+            "source": event["source"],
+            "id": event["id"],
+            "specversion": "1.0",
+            "datacontenttype": "application/json",
             "time": datetime(2026, 11, 20, 14, 0, 1, tzinfo=UTC),
         },
         data=event["data"],
@@ -157,6 +169,11 @@ async def test_shuffled_concurrent_deliveries(sink: Sink, conn: asyncpg.Connecti
     assert all(status == 200 for status, _ in results)
     assert sum(a["stored"] for _, a in results) == 20 * 7
     assert await counts(conn) == {
-        "events": 140, "executions": 20, "steps": 100, "rejected_events": 0
+        "events": 140,
+        "executions": 20,
+        "steps": 100,
+        "rejected_events": 0,
     }
-    assert await conn.fetchval("SELECT count(*) FROM studio.executions WHERE status = 'ended'") == 20
+    assert (
+        await conn.fetchval("SELECT count(*) FROM studio.executions WHERE status = 'ended'") == 20
+    )

@@ -51,10 +51,10 @@ class SinkProcess:
             "SINK_BACKFILL_WORKERS": "0",
             **self.extra_env,
         }
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sink", "serve"], env=env, stdout=log, stderr=log
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sink", "serve"], env=env, stdout=log, stderr=log
+            )
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -97,8 +97,9 @@ def execution_story(
     for n in range(steps):
         name = f"widget_{n}"
         events.append(
-            step_event(execution, flow, at=t0 + timedelta(seconds=n + 1), name=name,
-                       came_from=previous)
+            step_event(
+                execution, flow, at=t0 + timedelta(seconds=n + 1), name=name, came_from=previous
+            )
         )
         previous = name
     events.append(
