@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     twilio_auth_token: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     twilio_shared_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
-    client_timeout: float = Field(10.0, gt=0)
+    client_timeout: float = Field(5.0, gt=0)
 
     # --- database -------------------------------------------------------------------
     database_url: SecretStr | None = None

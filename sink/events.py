@@ -149,6 +149,11 @@ def build_event(element: Any, *, check_storable: bool) -> Event:
         facts = studio_facts(event_type, data)
     except StudioDataError as exc:
         raise ElementError("invalid_studio_data", str(exc)) from None
+    try:
+        data_json = None if data is None else jsontext.dumps(data)
+        extensions_json = jsontext.dumps(extensions) if extensions else None
+    except jsontext.JsonError as exc:
+        raise ElementError("unstorable_value", f"the event {exc}") from None
     return Event(
         event_id=element["id"],
         source=element["source"],
@@ -158,15 +163,15 @@ def build_event(element: Any, *, check_storable: bool) -> Event:
         dataschema=element.get("dataschema"),
         datacontenttype=contenttype,
         subject=element.get("subject"),
-        data_json=None if data is None else jsontext.dumps(data),
-        extensions_json=jsontext.dumps(extensions) if extensions else None,
+        data_json=data_json,
+        extensions_json=extensions_json,
         studio=facts,
     )
 
 
-def _reject_element(element: Any, error: ElementError) -> Rejection:
+def _reject_element(element: Any, error: ElementError, body: bytes) -> Rejection:
     if isinstance(element, dict):
-        raw = _safe_dump(element)
+        raw = _safe_dump(element, body)
         return Rejection(
             reason=error.reason,
             detail=error.detail,
@@ -175,7 +180,7 @@ def _reject_element(element: Any, error: ElementError) -> Rejection:
             event_id=_str_or_none(element.get("id")),
             source=_str_or_none(element.get("source")),
         )
-    return Rejection(reason=error.reason, detail=error.detail, raw=_safe_dump(element))
+    return Rejection(reason=error.reason, detail=error.detail, raw=_safe_dump(element, body))
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -184,11 +189,12 @@ def _str_or_none(value: Any) -> str | None:
     return None
 
 
-def _safe_dump(value: Any) -> bytes:
+def _safe_dump(value: Any, body: bytes) -> bytes:
+    """The element as JSON; the whole body when it cannot be written on its own."""
     try:
         return jsontext.dumps(value).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError):
-        return repr(value).encode("utf-8", "backslashreplace")
+        return body
 
 
 def parse_structured(body: bytes) -> Delivery:
@@ -213,7 +219,7 @@ def parse_structured(body: bytes) -> Delivery:
         try:
             delivery.events.append(build_event(element, check_storable=check))
         except ElementError as error:
-            delivery.rejected.append(_reject_element(element, error))
+            delivery.rejected.append(_reject_element(element, error, body))
     if elements and not delivery.events:
         delivery.fatal = True
     return delivery
@@ -244,7 +250,7 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> Delivery:
     try:
         delivery.events.append(build_event(element, check_storable=True))
     except ElementError as error:
-        rejection = _reject_element(element, error)
+        rejection = _reject_element(element, error, body)
         delivery.rejected.append(rejection)
         delivery.fatal = True
     return delivery

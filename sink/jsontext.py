@@ -67,28 +67,38 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(value).decode("utf-8")
     except TypeError:
-        # integers beyond 64 bits: the standard library writes them exactly
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # integers beyond 64 bits, or nesting deeper than orjson writes: the standard
+        # library writes them exactly, as deep as Python's recursion limit allows
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:
+            raise JsonError("is nested too deeply to store") from None
 
 
-def storable_problem(value: Any, depth: int = 0) -> str | None:
-    """Why Postgres could not store this value in ``jsonb``/``text``, or None."""
-    if depth > _MAX_DEPTH:
-        return "JSON nested too deeply"
-    if isinstance(value, str):
-        return _string_problem(value)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = _string_problem(key) or storable_problem(item, depth + 1)
+def storable_problem(value: Any) -> str | None:
+    """Why Postgres could not store this value in ``jsonb``/``text``, or None.
+
+    Iterative, so a deeply nested value gets an answer instead of a RecursionError.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return "JSON nested too deeply"
+        if isinstance(item, str):
+            problem = _string_problem(item)
             if problem:
                 return problem
-    elif isinstance(value, list):
-        for item in value:
-            problem = storable_problem(item, depth + 1)
-            if problem:
-                return problem
-    elif isinstance(value, float) and not math.isfinite(value):
-        return "a number is out of range"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                problem = _string_problem(key)
+                if problem:
+                    return problem
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "a number is out of range"
     return None
 
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.support.process import SinkProcess
-from tests.support.twilio import signed_request
+from tests.support.twilio import TOKEN, signed_request
 
 EXAMPLE = (
     Path(__file__).resolve().parents[3] / "shared" / "examples" / "event-streams-delivery.json"
@@ -98,12 +98,22 @@ async def test_embedded_quickstart_keeps_data_across_restarts(tmp_path: Path) ->
         # restart on the same data directory: the data is still there
         sink.start()
         await sink.wait_ready(timeout=60)
+        sent = run(
+            "send-example",
+            "--url",
+            f"{sink.base_url}/events",
+            env={**env, "SINK_TWILIO_AUTH_TOKEN": TOKEN},
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert '"stored": 5' in sent.stdout
         db_url = run("db-url", env=env)
         assert db_url.returncode == 0, db_url.stderr
         conn: Any = await asyncpg.connect(db_url.stdout.strip())
         try:
-            assert await conn.fetchval("SELECT count(*) FROM studio.events") == 4
-            assert await conn.fetchval("SELECT status FROM studio.executions") == "ended"
+            assert await conn.fetchval("SELECT count(*) FROM studio.events") == 9
+            statuses = await conn.fetch("SELECT status FROM studio.executions")
+            assert [r["status"] for r in statuses] == ["ended", "ended"]
+            assert await conn.fetchval("SELECT count(*) FROM studio.steps") == 3
         finally:
             await conn.close()
     finally:
@@ -111,7 +121,7 @@ async def test_embedded_quickstart_keeps_data_across_restarts(tmp_path: Path) ->
         run("db-stop", env=env)
 
 
-@pytest.mark.parametrize("command", ["serve", "migrate", "db-url", "db-stop"])
+@pytest.mark.parametrize("command", ["serve", "migrate", "db-url", "db-stop", "send-example"])
 def test_help(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
