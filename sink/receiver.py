@@ -155,7 +155,10 @@ async def _handle(
         if event.type == TEST_EVENT_TYPE:
             log.info("Event Streams sink test event received: Twilio reaches this sink")
     if outcome.duplicates:
-        metrics.events.labels("other", "duplicate").inc(outcome.duplicates)
+        new = {id(event) for event in outcome.new_events}
+        for event in delivery.events:
+            if id(event) not in new:
+                metrics.events.labels(type_label(event.type), "duplicate").inc()
 
     if delivery.fatal:
         reasons = sorted({r.reason for r in delivery.rejected})

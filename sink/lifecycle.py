@@ -1,0 +1,383 @@
+"""The data's life cycle: partitions and retention, replay into the typed tables, export.
+
+Everything here talks SQL through the named constants below; the merge rules themselves
+live in SQL (``sink.merge_executions`` / ``sink.merge_steps``) and the parsing in
+``sink.events``, so replay rebuilds rows exactly as ingestion builds them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import asyncpg
+
+from sink import db, jsontext
+from sink.db import Conn
+from sink.events import ElementError, Event, build_event
+from sink.store import BatchItem, _Arrays
+from sink.studio_events import STUDIO_TYPES
+
+log = logging.getLogger(__name__)
+
+PARTITION_DAYS_AHEAD: Final = 7
+MAINTAIN_LOCK: Final = 0x53_54_55_44_4D_54  # "STUDMT": one maintenance run at a time
+DROP_LOCK_TIMEOUT: Final = "3s"  # never queue ingestion behind a drop for long
+_IN_PLACE_RETRIES: Final = 3
+
+# --- partitions and retention ----------------------------------------------------------
+
+TRY_LOCK: Final = "SELECT pg_try_advisory_lock($1)"
+UNLOCK: Final = "SELECT pg_advisory_unlock($1)"
+ENSURE_PARTITIONS: Final = "SELECT sink.ensure_event_partitions($1)"
+MISSING_PARTITIONS: Final = """
+SELECT count(*) FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
+                                     (now() AT TIME ZONE 'UTC')::date + $1,
+                                     interval '1 day') AS d
+WHERE to_regclass(format('sink.events_%s', to_char(d, 'YYYYMMDD'))) IS NULL
+"""
+# Start of the UTC day `days` days before today: partitions end on day boundaries, so the
+# events, their dedup keys and the partitions expire together.
+EVENT_CUTOFF: Final = """
+SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') - make_interval(days => $1))
+       AT TIME ZONE 'UTC'
+"""
+TYPED_CUTOFF: Final = "SELECT now() - make_interval(days => $1)"
+EXPIRED_PARTITIONS: Final = r"""
+SELECT name, lo, hi FROM (
+    SELECT c.relname AS name,
+           (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                         $re$FROM \('([^']+)'\) TO \('([^']+)'\)$re$))[1]::timestamptz AS lo,
+           (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                         $re$FROM \('([^']+)'\) TO \('([^']+)'\)$re$))[2]::timestamptz AS hi
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'sink.events'::regclass
+) p
+WHERE hi <= $1
+ORDER BY lo
+"""
+SET_DROP_LOCK_TIMEOUT: Final = f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"
+DROP_PARTITION: Final = "DROP TABLE sink.{name}"  # name quoted by the caller
+DELETE_KEYS_BETWEEN: Final = (
+    "DELETE FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2"
+)
+COUNT_KEYS_BETWEEN: Final = (
+    "SELECT count(*) FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2"
+)
+# Rows the default partition caught before the cutoff, and any key left without its event.
+DELETE_DEFAULT_EVENTS: Final = "DELETE FROM sink.events_default WHERE received_at < $1"
+COUNT_DEFAULT_EVENTS: Final = "SELECT count(*) FROM sink.events_default WHERE received_at < $1"
+DELETE_OLD_ROWS: Final = {
+    "event_keys": "DELETE FROM sink.event_keys WHERE received_at < $1",
+    "rejected_events": "DELETE FROM sink.rejected_events WHERE received_at < $1",
+    "deliveries": "DELETE FROM sink.deliveries WHERE received_at < $1",
+}
+COUNT_OLD_ROWS: Final = {
+    "event_keys": "SELECT count(*) FROM sink.event_keys WHERE received_at < $1",
+    "rejected_events": "SELECT count(*) FROM sink.rejected_events WHERE received_at < $1",
+    "deliveries": "SELECT count(*) FROM sink.deliveries WHERE received_at < $1",
+}
+# An execution expires with its steps when its last known activity is before the cutoff.
+_EXPIRED_EXECUTIONS: Final = (
+    "SELECT execution_sid FROM sink.executions"
+    " WHERE coalesce(date_updated, date_created, first_seen_at) < $1"
+)
+DELETE_TYPED: Final = f"""
+WITH gone AS (
+    DELETE FROM sink.executions WHERE execution_sid IN ({_EXPIRED_EXECUTIONS})
+    RETURNING execution_sid
+), steps_gone AS (
+    DELETE FROM sink.steps s USING gone WHERE s.execution_sid = gone.execution_sid
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS executions, (SELECT count(*) FROM steps_gone) AS steps
+"""
+COUNT_TYPED: Final = f"""
+SELECT (SELECT count(*) FROM ({_EXPIRED_EXECUTIONS}) x) AS executions,
+       (SELECT count(*) FROM sink.steps WHERE execution_sid IN ({_EXPIRED_EXECUTIONS})) AS steps
+"""
+
+
+@dataclass(slots=True)
+class MaintainReport:
+    """What one maintenance run did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    locked_out: bool = False  # another run held the lock: nothing was done
+    partitions_created: int = 0
+    event_cutoff: datetime | None = None
+    partitions_dropped: list[str] = field(default_factory=list)
+    partitions_busy: list[str] = field(default_factory=list)  # lock timeout: next run
+    deleted: dict[str, int] = field(default_factory=dict)
+    typed_cutoff: datetime | None = None
+
+    def lines(self) -> list[str]:
+        verb = "would" if self.dry_run else "did"
+        if self.locked_out:
+            return ["another maintenance run holds the lock; nothing done"]
+        out = [f"partitions created: {self.partitions_created}"]
+        if self.event_cutoff is None:
+            out.append("raw events: kept (no retention set)")
+        else:
+            dropped = ", ".join(self.partitions_dropped) or "none"
+            out.append(f"event cutoff {self.event_cutoff.isoformat()}: {verb} drop {dropped}")
+        if self.partitions_busy:
+            out.append(
+                "busy (a reader held a lock; retried next run): " + ", ".join(self.partitions_busy)
+            )
+        if self.typed_cutoff is not None:
+            out.append(f"typed cutoff {self.typed_cutoff.isoformat()}")
+        out.extend(f"{name}: {verb} delete {n}" for name, n in self.deleted.items())
+        return out
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as ``DELETE 42``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def maintain(
+    conn: Conn,
+    *,
+    retention_days: int | None,
+    typed_retention_days: int | None = None,
+    dry_run: bool = False,
+    days_ahead: int = PARTITION_DAYS_AHEAD,
+) -> MaintainReport:
+    """Create future partitions; expire raw events (and typed rows) past their retention."""
+    report = MaintainReport(dry_run=dry_run)
+    if not await conn.fetchval(TRY_LOCK, MAINTAIN_LOCK):
+        report.locked_out = True
+        return report
+    try:
+        if dry_run:
+            report.partitions_created = await conn.fetchval(MISSING_PARTITIONS, days_ahead)
+        else:
+            report.partitions_created = await conn.fetchval(ENSURE_PARTITIONS, days_ahead)
+        if retention_days is not None:
+            report.event_cutoff = await conn.fetchval(EVENT_CUTOFF, retention_days)
+            await _expire_events(conn, report)
+        if typed_retention_days is not None:
+            report.typed_cutoff = await conn.fetchval(TYPED_CUTOFF, typed_retention_days)
+            await _expire_typed(conn, report)
+    finally:
+        await conn.fetchval(UNLOCK, MAINTAIN_LOCK)
+    return report
+
+
+async def _expire_events(conn: Conn, report: MaintainReport) -> None:
+    cutoff = report.event_cutoff
+    keys = 0
+    for row in await conn.fetch(EXPIRED_PARTITIONS, cutoff):
+        name, lo, hi = row["name"], row["lo"], row["hi"]
+        if report.dry_run:
+            keys += await conn.fetchval(COUNT_KEYS_BETWEEN, lo, hi)
+            report.partitions_dropped.append(name)
+            continue
+        try:
+            # the day's events and their dedup keys go together, or not at all
+            async with conn.transaction():
+                await conn.execute(SET_DROP_LOCK_TIMEOUT)
+                await conn.execute(DROP_PARTITION.format(name=_quote_ident(name)))
+                keys += _count(await conn.execute(DELETE_KEYS_BETWEEN, lo, hi))
+        except asyncpg.LockNotAvailableError:
+            log.warning("partition sink.%s is busy (a long query reads it); next run", name)
+            report.partitions_busy.append(name)
+            continue
+        report.partitions_dropped.append(name)
+        log.info("dropped event partition sink.%s", name)
+    if report.partitions_busy:
+        # keys must outlive their events: leave the rest for the next run
+        report.deleted["event_keys"] = keys
+        return
+    async with conn.transaction():
+        if report.dry_run:
+            report.deleted["default_partition_events"] = await conn.fetchval(
+                COUNT_DEFAULT_EVENTS, cutoff
+            )
+        else:
+            report.deleted["default_partition_events"] = _count(
+                await conn.execute(DELETE_DEFAULT_EVENTS, cutoff)
+            )
+        for name in ("event_keys", "rejected_events", "deliveries"):
+            if report.dry_run:
+                n = await conn.fetchval(COUNT_OLD_ROWS[name], cutoff)
+            else:
+                n = _count(await conn.execute(DELETE_OLD_ROWS[name], cutoff))
+            report.deleted[name] = n + (keys if name == "event_keys" else 0)
+
+
+async def _expire_typed(conn: Conn, report: MaintainReport) -> None:
+    query = COUNT_TYPED if report.dry_run else DELETE_TYPED
+    row = await conn.fetchrow(query, report.typed_cutoff)
+    assert row is not None
+    report.deleted["executions"] = row["executions"]
+    report.deleted["steps"] = row["steps"]
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- replay ----------------------------------------------------------------------------
+
+REPLAY_COUNT: Final = """
+SELECT count(*) FROM sink.events
+WHERE type = ANY($1::text[]) AND received_at >= coalesce($2::timestamptz, '-infinity')
+"""
+# Keyset pagination in (received_at, source, event_id) order: each batch is its own
+# transaction, so a long replay neither holds a snapshot nor loses its work when stopped.
+REPLAY_BATCH: Final = """
+SELECT received_at, source, event_id, type, specversion, time, dataschema, datacontenttype,
+       subject, data::text AS data, extensions::text AS extensions
+FROM sink.events
+WHERE type = ANY($1::text[]) AND received_at >= coalesce($2::timestamptz, '-infinity')
+  AND ($3::timestamptz IS NULL OR (received_at, source, event_id) > ($3, $4, $5))
+ORDER BY received_at, source, event_id
+LIMIT $6
+"""
+MERGE_EXECUTIONS: Final = """
+SELECT sink.merge_executions($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::int[], $8::text[], $9::timestamptz[],
+                             $10::timestamptz[])
+"""
+MERGE_STEPS: Final = """
+SELECT sink.merge_steps($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+"""
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    events: int = 0  # raw events read
+    executions: int = 0  # execution facts merged (a step also names its execution)
+    steps: int = 0  # step facts merged
+    invalid: int = 0  # stored events today's parser refuses (left as they are)
+    batches: int = 0
+
+    def lines(self) -> list[str]:
+        return [
+            f"replayed {self.events} events in {self.batches} batches:"
+            f" {self.executions} execution facts, {self.steps} step facts merged",
+            f"events the parser now refuses (left untouched): {self.invalid}",
+        ]
+
+
+def stored_element(row: asyncpg.Record) -> dict[str, Any]:
+    """The CloudEvent as received, rebuilt from its stored row (for ``build_event``)."""
+    element: dict[str, Any] = {
+        "specversion": row["specversion"],
+        "id": row["event_id"],
+        "source": row["source"],
+        "type": row["type"],
+    }
+    if row["time"] is not None:
+        element["time"] = row["time"].isoformat()
+    for name in ("dataschema", "datacontenttype", "subject"):
+        if row[name] is not None:
+            element[name] = row[name]
+    if row["data"] is not None:
+        element["data"] = jsontext.loads(row["data"])
+    if row["extensions"] is not None:
+        element.update(jsontext.loads(row["extensions"]))
+    return element
+
+
+async def count_replay(conn: Conn, *, since: datetime | None, types: Sequence[str]) -> int:
+    total: int = await conn.fetchval(REPLAY_COUNT, list(types), since)
+    return total
+
+
+async def replay(
+    conn: Conn,
+    *,
+    since: datetime | None = None,
+    types: Sequence[str] = tuple(sorted(STUDIO_TYPES)),
+    batch_size: int = 1000,
+    on_batch: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Merge the facts of stored raw events into the typed tables again, batch by batch.
+
+    Idempotent: the merges only move values forward and never touch contexts.
+    """
+    report = ReplayReport()
+    after: tuple[Any, Any, Any] = (None, None, None)
+    while True:
+        rows = await conn.fetch(REPLAY_BATCH, list(types), since, *after, batch_size)
+        if not rows:
+            return report
+        events: list[Event] = []
+        for row in rows:
+            try:
+                events.append(build_event(stored_element(row), check_storable=False))
+            except ElementError as exc:
+                report.invalid += 1
+                log.warning("stored event %s is no longer valid: %s", row["event_id"], exc)
+        await _merge(conn, events, report)
+        last = rows[-1]
+        after = (last["received_at"], last["source"], last["event_id"])
+        report.events += len(rows)
+        report.batches += 1
+        if on_batch is not None:
+            on_batch(len(rows))
+
+
+async def _merge(conn: Conn, events: list[Event], report: ReplayReport) -> None:
+    arrays = _Arrays()  # the same fact-to-row mapping ingestion uses
+    arrays.add_item(BatchItem(request_id="replay", events=events, rejected=[]))
+    executions, steps = arrays.x[1:], arrays.s[1:]  # without the batch positions
+    for attempt in range(_IN_PLACE_RETRIES):
+        try:
+            async with conn.transaction():
+                if executions[0]:
+                    await conn.execute(MERGE_EXECUTIONS, *executions)
+                if steps[0]:
+                    await conn.execute(MERGE_STEPS, *steps)
+            break
+        except asyncpg.PostgresError as exc:  # a deadlock with live ingestion: try again
+            if exc.sqlstate not in db.RETRYABLE_IN_PLACE or attempt + 1 == _IN_PLACE_RETRIES:
+                raise
+    report.executions += len(executions[0])
+    report.steps += len(steps[0])
+
+
+# --- export ----------------------------------------------------------------------------
+
+Exportable = Literal["executions", "steps"]
+EXPORT: Final = {
+    what: f"""
+SELECT * FROM studio.{what}
+WHERE ($1::timestamptz IS NULL OR coalesce(date_created, first_seen_at) >= $1)
+  AND ($2::timestamptz IS NULL OR coalesce(date_created, first_seen_at) < $2)
+ORDER BY coalesce(date_created, first_seen_at), {what[:-1]}_sid
+"""
+    for what in ("executions", "steps")
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str  # Postgres type name: 'jsonb', 'timestamptz', 'text', ...
+
+
+async def export_rows(
+    conn: Conn,
+    what: Exportable,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    prefetch: int = 1000,
+) -> AsyncIterator[tuple[list[Column], asyncpg.Record]]:
+    """Rows of ``studio.<what>`` created in [since, until), through a server-side cursor.
+
+    Yields (columns, row) pairs; the cursor keeps at most ``prefetch`` rows in memory.
+    """
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        statement = await conn.prepare(EXPORT[what])
+        columns = [Column(a.name, a.type.name) for a in statement.get_attributes()]
+        async for row in statement.cursor(since, until, prefetch=prefetch):
+            yield columns, row
