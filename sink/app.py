@@ -13,7 +13,8 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sink import db, embedded, migrate
+from sink import admin, db, embedded, lifecycle, migrate
+from sink.backfill_service import BACKFILL, BackfillService, service_ctx
 from sink.config import Settings
 from sink.errors import SchemaBehind
 from sink.health import Health
@@ -21,12 +22,12 @@ from sink.keys import DSN, HEALTH, METRICS, POOL, REQUEST_ID, SETTINGS, WRITER
 from sink.logs import request_id_var
 from sink.metrics import Metrics
 from sink.receiver import error_response, handle_events
+from sink.ui import setup_ui
 from sink.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PARTITION_DAYS_AHEAD = 7
 
 
 @web.middleware
@@ -121,12 +122,26 @@ async def resolve_dsn(settings: Settings) -> str:
 
 
 async def _maintenance_loop(app: web.Application) -> None:
-    """Keeps future event partitions in place (retention is `studio-sink maintain`'s job)."""
+    """`studio-sink maintain` every SINK_MAINTAIN_INTERVAL s (0: only partitions, once)."""
+    settings = app[SETTINGS]
+    interval = settings.maintain_interval
     while True:
-        with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError):
+        try:
             async with app[POOL].acquire(timeout=2.0) as conn:
-                await conn.execute("SELECT sink.ensure_event_partitions($1)", PARTITION_DAYS_AHEAD)
-        await asyncio.sleep(app[SETTINGS].maintain_interval or 3600)
+                report = await lifecycle.maintain(
+                    conn,
+                    retention_days=settings.retention_days if interval else None,
+                    typed_retention_days=settings.typed_retention_days if interval else None,
+                )
+            if report.partitions_dropped or any(report.deleted.values()):
+                log.info("maintenance: %s", "; ".join(report.lines()))
+        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            log.warning("maintenance failed, retried in %.0f s: %s", interval or 60, exc)
+            await asyncio.sleep(interval or 60)
+            continue
+        if not interval:
+            return
+        await asyncio.sleep(interval)
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -175,18 +190,23 @@ def create_app(settings: Settings, *, dsn: str | None = None) -> web.Application
         metrics.batch_deliveries.observe(deliveries)
         metrics.commit_seconds.observe(seconds)
 
+    app[BACKFILL] = BackfillService(settings, metrics)
     app[WRITER] = GroupCommitWriter(
         max_events=settings.batch_max_events,
         max_wait=settings.batch_max_wait_ms / 1000,
         writers=settings.writers,
         max_pending=settings.max_pending_events,
         on_batch=observe_batch,
+        on_committed=app[BACKFILL].on_committed,
     )
     app.cleanup_ctx.append(_database_ctx)
+    app.cleanup_ctx.append(service_ctx)  # after the database: stops before the pool closes
+    admin.add_routes(app)
     app.router.add_post("/events", _ready_guard(handle_events))
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    setup_ui(app)
     return app
 
 

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
 
     # --- data life cycle ------------------------------------------------------------
     retention_days: int | None = Field(None, ge=1)
+    typed_retention_days: int | None = Field(None, ge=1)
     maintain_interval: float = Field(3600.0, ge=0)
 
     @field_validator("twilio_auth_token", "twilio_shared_keys", mode="before")

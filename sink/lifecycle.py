@@ -8,10 +8,10 @@ live in SQL (``sink.merge_executions`` / ``sink.merge_steps``) and the parsing i
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import asyncpg
 
@@ -30,12 +30,12 @@ _IN_PLACE_RETRIES: Final = 3
 
 # --- partitions and retention ----------------------------------------------------------
 
-TRY_LOCK: Final = "SELECT pg_try_advisory_lock($1)"
+LOCK: Final = "SELECT pg_advisory_lock($1)"  # runs (replicas, CronJob) take turns
 UNLOCK: Final = "SELECT pg_advisory_unlock($1)"
 ENSURE_PARTITIONS: Final = "SELECT sink.ensure_event_partitions($1)"
 MISSING_PARTITIONS: Final = """
 SELECT count(*) FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
-                                     (now() AT TIME ZONE 'UTC')::date + $1,
+                                     (now() AT TIME ZONE 'UTC')::date + $1::integer,
                                      interval '1 day') AS d
 WHERE to_regclass(format('sink.events_%s', to_char(d, 'YYYYMMDD'))) IS NULL
 """
@@ -64,9 +64,6 @@ DROP_PARTITION: Final = "DROP TABLE sink.{name}"  # name quoted by the caller
 DELETE_KEYS_BETWEEN: Final = (
     "DELETE FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2"
 )
-COUNT_KEYS_BETWEEN: Final = (
-    "SELECT count(*) FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2"
-)
 # Rows the default partition caught before the cutoff, and any key left without its event.
 DELETE_DEFAULT_EVENTS: Final = "DELETE FROM sink.events_default WHERE received_at < $1"
 COUNT_DEFAULT_EVENTS: Final = "SELECT count(*) FROM sink.events_default WHERE received_at < $1"
@@ -81,13 +78,10 @@ COUNT_OLD_ROWS: Final = {
     "deliveries": "SELECT count(*) FROM sink.deliveries WHERE received_at < $1",
 }
 # An execution expires with its steps when its last known activity is before the cutoff.
-_EXPIRED_EXECUTIONS: Final = (
-    "SELECT execution_sid FROM sink.executions"
-    " WHERE coalesce(date_updated, date_created, first_seen_at) < $1"
-)
-DELETE_TYPED: Final = f"""
+DELETE_TYPED: Final = """
 WITH gone AS (
-    DELETE FROM sink.executions WHERE execution_sid IN ({_EXPIRED_EXECUTIONS})
+    DELETE FROM sink.executions
+    WHERE coalesce(date_updated, date_created, first_seen_at) < $1
     RETURNING execution_sid
 ), steps_gone AS (
     DELETE FROM sink.steps s USING gone WHERE s.execution_sid = gone.execution_sid
@@ -95,9 +89,13 @@ WITH gone AS (
 )
 SELECT (SELECT count(*) FROM gone) AS executions, (SELECT count(*) FROM steps_gone) AS steps
 """
-COUNT_TYPED: Final = f"""
-SELECT (SELECT count(*) FROM ({_EXPIRED_EXECUTIONS}) x) AS executions,
-       (SELECT count(*) FROM sink.steps WHERE execution_sid IN ({_EXPIRED_EXECUTIONS})) AS steps
+COUNT_TYPED: Final = """
+WITH gone AS (
+    SELECT execution_sid FROM sink.executions
+    WHERE coalesce(date_updated, date_created, first_seen_at) < $1
+)
+SELECT (SELECT count(*) FROM gone) AS executions,
+       (SELECT count(*) FROM sink.steps s JOIN gone USING (execution_sid)) AS steps
 """
 
 
@@ -106,7 +104,6 @@ class MaintainReport:
     """What one maintenance run did (or, with ``dry_run``, would do)."""
 
     dry_run: bool
-    locked_out: bool = False  # another run held the lock: nothing was done
     partitions_created: int = 0
     event_cutoff: datetime | None = None
     partitions_dropped: list[str] = field(default_factory=list)
@@ -116,8 +113,6 @@ class MaintainReport:
 
     def lines(self) -> list[str]:
         verb = "would" if self.dry_run else "did"
-        if self.locked_out:
-            return ["another maintenance run holds the lock; nothing done"]
         out = [f"partitions created: {self.partitions_created}"]
         if self.event_cutoff is None:
             out.append("raw events: kept (no retention set)")
@@ -149,9 +144,7 @@ async def maintain(
 ) -> MaintainReport:
     """Create future partitions; expire raw events (and typed rows) past their retention."""
     report = MaintainReport(dry_run=dry_run)
-    if not await conn.fetchval(TRY_LOCK, MAINTAIN_LOCK):
-        report.locked_out = True
-        return report
+    await conn.execute(LOCK, MAINTAIN_LOCK)
     try:
         if dry_run:
             report.partitions_created = await conn.fetchval(MISSING_PARTITIONS, days_ahead)
@@ -164,7 +157,7 @@ async def maintain(
             report.typed_cutoff = await conn.fetchval(TYPED_CUTOFF, typed_retention_days)
             await _expire_typed(conn, report)
     finally:
-        await conn.fetchval(UNLOCK, MAINTAIN_LOCK)
+        await conn.execute(UNLOCK, MAINTAIN_LOCK)
     return report
 
 
@@ -173,8 +166,7 @@ async def _expire_events(conn: Conn, report: MaintainReport) -> None:
     keys = 0
     for row in await conn.fetch(EXPIRED_PARTITIONS, cutoff):
         name, lo, hi = row["name"], row["lo"], row["hi"]
-        if report.dry_run:
-            keys += await conn.fetchval(COUNT_KEYS_BETWEEN, lo, hi)
+        if report.dry_run:  # its keys are counted with the others below
             report.partitions_dropped.append(name)
             continue
         try:
@@ -297,7 +289,7 @@ async def replay(
     since: datetime | None = None,
     types: Sequence[str] = tuple(sorted(STUDIO_TYPES)),
     batch_size: int = 1000,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> ReplayReport:
     """Merge the facts of stored raw events into the typed tables again, batch by batch.
 
@@ -347,14 +339,19 @@ async def _merge(conn: Conn, events: list[Event], report: ReplayReport) -> None:
 # --- export ----------------------------------------------------------------------------
 
 Exportable = Literal["executions", "steps"]
-EXPORT: Final = {
-    what: f"""
-SELECT * FROM studio.{what}
+EXPORT: Final[dict[str, str]] = {
+    "executions": """
+SELECT * FROM studio.executions
 WHERE ($1::timestamptz IS NULL OR coalesce(date_created, first_seen_at) >= $1)
   AND ($2::timestamptz IS NULL OR coalesce(date_created, first_seen_at) < $2)
-ORDER BY coalesce(date_created, first_seen_at), {what[:-1]}_sid
-"""
-    for what in ("executions", "steps")
+ORDER BY coalesce(date_created, first_seen_at), execution_sid
+""",
+    "steps": """
+SELECT * FROM studio.steps
+WHERE ($1::timestamptz IS NULL OR coalesce(date_created, first_seen_at) >= $1)
+  AND ($2::timestamptz IS NULL OR coalesce(date_created, first_seen_at) < $2)
+ORDER BY coalesce(date_created, first_seen_at), step_sid
+""",
 }
 
 
@@ -364,20 +361,33 @@ class Column:
     type: str  # Postgres type name: 'jsonb', 'timestamptz', 'text', ...
 
 
-async def export_rows(
+class RowWriter(Protocol):
+    """Where exported rows go (a CSV or JSON Lines writer)."""
+
+    def start(self, columns: Sequence[Column]) -> None: ...
+
+    def row(self, values: asyncpg.Record) -> None: ...
+
+
+async def export(
     conn: Conn,
     what: Exportable,
+    out: RowWriter,
     *,
-    since: datetime | None,
-    until: datetime | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     prefetch: int = 1000,
-) -> AsyncIterator[tuple[list[Column], asyncpg.Record]]:
-    """Rows of ``studio.<what>`` created in [since, until), through a server-side cursor.
+) -> int:
+    """Writes the rows of ``studio.<what>`` created in [since, until) as they come.
 
-    Yields (columns, row) pairs; the cursor keeps at most ``prefetch`` rows in memory.
+    A server-side cursor in one read-only transaction: at most ``prefetch`` rows are held
+    in memory, whatever the size of the table. Returns the number of rows written.
     """
+    written = 0
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
         statement = await conn.prepare(EXPORT[what])
-        columns = [Column(a.name, a.type.name) for a in statement.get_attributes()]
+        out.start([Column(a.name, a.type.name) for a in statement.get_attributes()])
         async for row in statement.cursor(since, until, prefetch=prefetch):
-            yield columns, row
+            out.row(row)
+            written += 1
+    return written

@@ -23,6 +23,15 @@ SELECT sink.ingest(
     $40::text[], $41::int[], $42::int[], $43::int[], $44::int[])
 """
 
+# Repeats of an event inside one batch never reach sink.ingest (a key may appear once per
+# statement); they are counted on the key in the same transaction, as any duplicate is.
+COUNT_BATCH_REPEATS: Final = """
+UPDATE sink.event_keys AS k
+SET duplicates = k.duplicates + r.n, last_duplicate_at = now()
+FROM unnest($1::text[], $2::text[], $3::int[]) AS r(source, event_id, n)
+WHERE k.source = r.source AND k.event_id = r.event_id
+"""
+
 
 @dataclass(slots=True)
 class BatchItem:
@@ -56,6 +65,7 @@ class _Arrays:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.seen: set[tuple[str, str]] = set()
+        self.repeats: dict[tuple[str, str], int] = {}
         self.x: list[list[Any]] = [[] for _ in range(11)]
         self.s: list[list[Any]] = [[] for _ in range(10)]
         self.r: list[list[Any]] = [[] for _ in range(8)]
@@ -68,6 +78,7 @@ class _Arrays:
             key = (event.source, event.event_id)
             if key in self.seen:
                 batch_duplicates += 1
+                self.repeats[key] = self.repeats.get(key, 0) + 1
                 continue
             self.seen.add(key)
             self.events.append(event)
@@ -155,11 +166,24 @@ class _Arrays:
 
 
 async def ingest(conn: Conn, items: Sequence[BatchItem]) -> list[ItemOutcome]:
-    """Store a batch in one statement (one transaction, one round trip)."""
+    """Store a batch in one statement (one transaction, one round trip; a second
+    statement in the same transaction when the batch holds an event more than once)."""
     arrays = _Arrays()
     for item in items:
         arrays.add_item(item)
-    new_idx: list[int] = await conn.fetchval(INGEST, *arrays.args())
+    new_idx: list[int]
+    if arrays.repeats:
+        keys = sorted(arrays.repeats)
+        async with conn.transaction():
+            new_idx = await conn.fetchval(INGEST, *arrays.args())
+            await conn.execute(
+                COUNT_BATCH_REPEATS,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [arrays.repeats[k] for k in keys],
+            )
+    else:
+        new_idx = await conn.fetchval(INGEST, *arrays.args())
     new = set(new_idx)
     outcomes: list[ItemOutcome] = []
     for item, first, count, batch_dups in zip(

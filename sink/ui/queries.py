@@ -18,9 +18,8 @@ from sink.db import Conn
 
 TEST_EVENT_TYPE: Final = "com.twilio.eventstreams.test-event"
 PAGE_SIZE: Final = 50
-RAW_PREVIEW_BYTES: Final = 65536
+RAW_PREVIEW_BYTES: Final = 65536  # as written in REJECTED_PAGE
 NO_UPPER_BOUND: Final = 2**63 - 1
-MAX_STEPS: Final = 1000  # a Studio execution has at most 1000 steps
 
 PER_MINUTE: Final = """
 SELECT date_trunc('minute', received_at) AS minute, count(*) AS deliveries,
@@ -67,12 +66,11 @@ WHERE request_id = $1
 """
 REQUEST_BACKFILL: Final = "SELECT studio.request_backfill($1)"
 
-EXECUTION_COLUMNS: Final = """
-execution_sid, flow_sid, account_sid, status, contact_channel_address, started_by,
-flow_revision, ended_reason, date_created, date_updated, first_seen_at
-"""
 # The executions list: fixed fragments, composed by executions_query(); values are bound.
-EXECUTIONS_SELECT: Final = f"SELECT {EXECUTION_COLUMNS} FROM studio.executions"
+EXECUTIONS_SELECT: Final = """
+SELECT execution_sid, flow_sid, account_sid, status, contact_channel_address, started_by,
+       flow_revision, ended_reason, date_created, date_updated, first_seen_at
+FROM studio.executions"""
 EXECUTIONS_ORDER: Final = "ORDER BY date_created DESC NULLS FIRST, execution_sid DESC"
 FILTER_FLOW: Final = "flow_sid = ${}"
 FILTER_STATUS: Final = "status = ${}"
@@ -85,27 +83,32 @@ AFTER_DATED: Final = "date_created <= ${0} AND (date_created < ${0} OR execution
 # after a row without a date (they sort first): undated rows with a smaller SID, then all dated
 AFTER_UNDATED: Final = "(date_created IS NOT NULL OR execution_sid < ${0})"
 
-EXECUTION: Final = f"""
-SELECT {EXECUTION_COLUMNS}, context, context_fetched_at, updated_at
+EXECUTION: Final = """
+SELECT execution_sid, flow_sid, account_sid, status, contact_channel_address, started_by,
+       flow_revision, ended_reason, date_created, date_updated, first_seen_at,
+       context, context_fetched_at, updated_at
 FROM studio.executions WHERE execution_sid = $1
 """
-STEPS: Final = f"""
+STEPS: Final = """
 SELECT step_sid, name, transitioned_from, transitioned_to, parent_step_sid, date_created,
        context, context_fetched_at, first_seen_at
 FROM studio.steps
 WHERE execution_sid = $1
 ORDER BY date_created NULLS LAST, first_seen_at, step_sid
-LIMIT {MAX_STEPS}
+LIMIT 1000  -- a Studio execution has at most 1000 steps
 """
 FLOW_REVISION: Final = """
 SELECT definition FROM studio.flow_revisions WHERE flow_sid = $1 AND revision = $2
 """
-REJECTED_PAGE: Final = f"""
+FLOW_REVISION_EXISTS: Final = """
+SELECT EXISTS (SELECT FROM studio.flow_revisions WHERE flow_sid = $1 AND revision = $2)
+"""
+REJECTED_PAGE: Final = """
 SELECT rejected_id, received_at, reason, detail, event_type, event_id, source, request_id,
        octet_length(raw) AS raw_bytes,
-       left(raw_text, {RAW_PREVIEW_BYTES}) AS raw_text,
+       left(raw_text, 65536) AS raw_text,
        CASE WHEN raw_text IS NULL
-            THEN encode(substring(raw FROM 1 FOR {RAW_PREVIEW_BYTES}), 'hex') END AS raw_hex
+            THEN encode(substring(raw FROM 1 FOR 65536), 'hex') END AS raw_hex
 FROM studio.rejected_events
 WHERE rejected_id < $1
 ORDER BY rejected_id DESC
@@ -209,6 +212,12 @@ async def flow_revision(conn: Conn, flow_sid: str, revision: int) -> Any | None:
     if not await has_relation(conn, "studio.flow_revisions"):
         return None
     return await conn.fetchval(FLOW_REVISION, flow_sid, revision)
+
+
+async def has_flow_revision(conn: Conn, flow_sid: str, revision: int) -> bool:
+    if not await has_relation(conn, "studio.flow_revisions"):
+        return False
+    return bool(await conn.fetchval(FLOW_REVISION_EXISTS, flow_sid, revision))
 
 
 async def rejected(conn: Conn, before: int | None, limit: int = PAGE_SIZE) -> list[asyncpg.Record]:

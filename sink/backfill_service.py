@@ -1,0 +1,144 @@
+"""Backfill inside ``studio-sink serve``: workers, LISTEN/NOTIFY wake-ups, auto mode.
+
+``BackfillService`` lives for the app's lifetime: ``start(pool, dsn)`` after the pool is
+open, ``stop()`` before it closes (``service_ctx`` does both as an aiohttp cleanup
+context). Workers start only when ``SINK_BACKFILL_WORKERS`` > 0 and Studio credentials
+are set; requests queued meanwhile wait for a process that can run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from sink import backfill_queue as q
+from sink.backfill import DB_ERRORS, POLL_SECONDS, AutoBackfill, Runner, make_client
+from sink.config import Settings
+from sink.errors import ConfigError
+from sink.events import Event
+from sink.keys import DSN, POOL, SETTINGS
+from sink.metrics import Metrics
+from sink.studio_api import StudioClient
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 5.0
+
+
+class BackfillService:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._auto = AutoBackfill() if settings.auto_backfill else None
+        self._client: StudioClient | None = None
+        self._runner: Runner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.unavailable_reason: str | None = None
+
+    @property
+    def on_committed(self) -> Callable[[list[Event]], None] | None:
+        """The writer hook for SINK_AUTO_BACKFILL; None (no cost at all) when it is off."""
+        return self._auto.collect if self._auto is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    async def start(self, pool: asyncpg.Pool[Any], dsn: str) -> None:
+        if self._auto is not None:
+            self._spawn(self._auto.run(pool), "auto-backfill")
+        workers = self._settings.backfill_workers
+        if workers == 0:
+            self.unavailable_reason = "SINK_BACKFILL_WORKERS=0 in this process"
+            return
+        try:
+            self._client = make_client(self._settings, self._metrics)
+        except ConfigError as exc:
+            self.unavailable_reason = str(exc)
+            log.warning("backfill workers not started: %s", exc)
+            return
+        runner = Runner(
+            pool,
+            self._client,
+            max_attempts=self._settings.backfill_max_attempts,
+            metrics=self._metrics,
+        )
+        self._runner = runner
+        self._spawn(self._listen(dsn, pool, runner), "backfill-listen")
+        self._spawn(runner.heartbeat(), "backfill-heartbeat")
+        for n in range(workers):
+            self._spawn(runner.work(), f"backfill-worker-{n}")
+        log.info("%d backfill workers started", workers)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+            workers = [t for t in self._tasks if t.get_name().startswith("backfill-worker")]
+            if workers:
+                await asyncio.wait(workers, timeout=grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # stopping goes on whatever one task died of
+                log.exception("backfill task %s failed", task.get_name())
+        self._tasks.clear()
+        self._runner = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _listen(self, dsn: str, pool: asyncpg.Pool[Any], runner: Runner) -> None:
+        """LISTEN on a dedicated connection; wake the workers every POLL_SECONDS anyway."""
+
+        def notified(*_: object) -> None:
+            runner.wake.set()
+
+        while True:
+            conn: asyncpg.Connection[Any] | None = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=self._settings.db_connect_timeout)
+                await conn.add_listener(q.CHANNEL, notified)
+                while not conn.is_closed():
+                    await self._poll(pool, runner)
+            except DB_ERRORS as exc:
+                log.debug("backfill LISTEN connection lost (%s); polling", type(exc).__name__)
+                await self._poll(pool, runner)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(*DB_ERRORS):
+                        await asyncio.shield(conn.close(timeout=2))
+
+    async def _poll(self, pool: asyncpg.Pool[Any], runner: Runner) -> None:
+        await asyncio.sleep(POLL_SECONDS)
+        runner.wake.set()
+        with contextlib.suppress(*DB_ERRORS):
+            async with pool.acquire(timeout=1.0) as conn:
+                self._metrics.backfill_queue_depth.set(await q.queue_depth(conn))
+
+
+BACKFILL = web.AppKey("backfill", BackfillService)
+
+
+async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context, registered after the database's: starts after, stops before it."""
+    service = app[BACKFILL]
+    pool = app.get(POOL)
+    if pool is not None and app[SETTINGS] is not None:
+        await service.start(pool, app[DSN])
+    try:
+        yield
+    finally:
+        await service.stop()

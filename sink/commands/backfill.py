@@ -1,0 +1,168 @@
+"""``studio-sink backfill``: queue a backfill and run it in the foreground, with progress."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from tqdm import tqdm
+
+from sink import backfill_queue as q
+from sink import db, migrate
+from sink.app import resolve_dsn
+from sink.backfill import Summary, make_client, run_foreground
+from sink.config import Settings
+from sink.errors import ConfigError
+
+
+def _when(text: str) -> datetime:
+    """An ISO 8601 date or date-time; without an offset it is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date or date-time (e.g. 2026-11-20 or"
+            " 2026-11-20T14:00:00Z)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class _Bar:
+    """tqdm fed from the request's progress: items finished of items known so far."""
+
+    def __init__(self, request_id: int, disable: bool) -> None:
+        self._bar = tqdm(
+            total=None,
+            unit="item",
+            desc=f"backfill #{request_id}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=disable,
+        )
+
+    def __call__(self, current: Summary) -> None:
+        if current.items_total != self._bar.total:
+            self._bar.total = current.items_total
+            self._bar.refresh()
+        delta = current.items_finished - self._bar.n
+        if delta > 0:
+            self._bar.update(delta)
+        if current.items_failed or current.items_gone:
+            self._bar.set_postfix(failed=current.items_failed, gone=current.items_gone)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+async def _queue(args: argparse.Namespace, conn: asyncpg.Connection[Any]) -> int:
+    if args.request is not None:
+        if await q.progress(conn, args.request) is None:
+            raise ConfigError(f"there is no backfill request {args.request}")
+        rid: int = args.request
+    elif args.execution:
+        rid = await q.enqueue(conn, "executions", "cli", execution_sids=args.execution)
+    elif args.flow:
+        if args.since is None:
+            raise ConfigError("--flow needs --since (and optionally --until)")
+        until = args.until or datetime.now(UTC)
+        rid = await q.enqueue(
+            conn, "flow", "cli", flow_sid=args.flow, since=args.since, until=until
+        )
+    else:
+        rid = await q.enqueue(conn, "missing", "cli")
+    return rid
+
+
+def _print_summary(summary: Summary) -> None:
+    print(
+        f"backfill request {summary.request_id}: {summary.items_total} items,"
+        f" {summary.items_done} done, {summary.items_gone} gone (404: expired),"
+        f" {summary.items_failed} failed"
+    )
+    if summary.error:
+        print(f"  the request failed: {summary.error}")
+    for sid, state, reason in summary.failures:
+        print(f"  {state} {sid or '-'}: {reason}")
+    shown = len(summary.failures)
+    if summary.items_failed + summary.items_gone > shown:
+        print(
+            f"  ... the others are in studio.backfill_items (request_id"
+            f" {summary.request_id}, state failed or gone)"
+        )
+
+
+async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    client = make_client(settings)  # fails early, before queuing, without credentials
+    try:
+        dsn = await resolve_dsn(settings)
+        conn = await asyncpg.connect(dsn, timeout=settings.db_connect_timeout)
+        try:
+            await migrate.check_current(conn)
+            try:
+                rid = await _queue(args, conn)
+            except asyncpg.InvalidParameterValueError as exc:
+                hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
+                raise ConfigError(f"{exc}{hint}") from None
+        finally:
+            await conn.close()
+        workers = max(1, settings.backfill_workers)
+        pool = await db.create_pool(
+            dsn, size=workers + 2, connect_timeout=settings.db_connect_timeout
+        )
+        bar = _Bar(rid, disable=args.quiet)
+        try:
+            summary = await run_foreground(
+                pool,
+                client,
+                rid,
+                bar,
+                workers=workers,
+                max_attempts=settings.backfill_max_attempts,
+            )
+        finally:
+            bar.close()
+            await pool.close()
+    finally:
+        await client.close()
+    _print_summary(summary)
+    return 1 if summary.items_failed else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "backfill",
+        help="fetch contexts and missed data from the Studio REST API, in the foreground",
+        description=(
+            "Queues a backfill and runs it here, with a progress bar: executions by SID, a"
+            " flow's executions created in a time range, or (--missing) every stored"
+            " execution whose context, or one of whose steps' contexts, was never fetched."
+            " Exits 0 when no item failed (items gone from the API, 404, are reported),"
+            " 1 otherwise."
+        ),
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--execution",
+        action="append",
+        metavar="FN...",
+        help="an Execution SID (repeat for several)",
+    )
+    what.add_argument("--flow", metavar="FW...", help="a Flow SID; needs --since")
+    what.add_argument(
+        "--missing", action="store_true", help="every stored execution or step lacking context"
+    )
+    what.add_argument(
+        "--request", type=int, metavar="ID", help="run an already queued request (e.g. from SQL)"
+    )
+    parser.add_argument(
+        "--since", type=_when, help="with --flow: executions created at or after (ISO 8601)"
+    )
+    parser.add_argument(
+        "--until", type=_when, help="with --flow: created before (ISO 8601; default now)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")
+    parser.set_defaults(handler=cmd_backfill)

@@ -1,0 +1,78 @@
+// studio-sink UI: JSON highlighting and backfill progress. No innerHTML with data: every
+// piece of text from the server goes into the page through textContent.
+"use strict";
+
+(function () {
+  var TOKEN = /("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|\b(true|false|null)\b|([{}\[\],])/g;
+
+  function span(cls, text) {
+    var el = document.createElement("span");
+    el.className = cls;
+    el.textContent = text;
+    return el;
+  }
+
+  // Replaces a <pre class="json">'s text by the same text, split into coloured spans.
+  function highlight(pre) {
+    var text = pre.textContent;
+    var out = document.createDocumentFragment();
+    var last = 0;
+    var m;
+    TOKEN.lastIndex = 0;
+    while ((m = TOKEN.exec(text)) !== null) {
+      if (m.index > last) out.appendChild(document.createTextNode(text.slice(last, m.index)));
+      if (m[1] !== undefined) {
+        out.appendChild(span(m[2] ? "j-key" : "j-str", m[1]));
+        if (m[2]) out.appendChild(span("j-pun", m[2]));
+      } else if (m[3] !== undefined) {
+        out.appendChild(span("j-num", m[3]));
+      } else if (m[4] !== undefined) {
+        out.appendChild(span("j-lit", m[4]));
+      } else {
+        out.appendChild(span("j-pun", m[5]));
+      }
+      last = TOKEN.lastIndex;
+    }
+    if (last < text.length) out.appendChild(document.createTextNode(text.slice(last)));
+    pre.textContent = "";
+    pre.appendChild(out);
+    pre.dataset.highlighted = "1";
+  }
+
+  function highlightWhenOpened(pre) {
+    var details = pre.closest("details");
+    if (!details || details.open) { highlight(pre); return; }
+    details.addEventListener("toggle", function once() {
+      if (details.open && !pre.dataset.highlighted) highlight(pre);
+    });
+  }
+
+  function pollBackfill(box) {
+    var url = box.dataset.pollUrl;
+    var status = box.querySelector(".status");
+    var bar = box.querySelector("progress");
+    var counts = box.querySelector(".counts");
+    function tick() {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+        .then(function (b) {
+          status.textContent = String(b.status);
+          bar.max = Math.max(Number(b.items_total) || 0, 1);
+          bar.value = Number(b.items_done) || 0;
+          var text = (b.items_done || 0) + "/" + (b.items_total || 0) + " done";
+          if (b.items_failed) text += ", " + b.items_failed + " failed";
+          if (b.items_gone) text += ", " + b.items_gone + " gone at Twilio";
+          counts.textContent = text;
+          if (b.final) { window.location.reload(); } else { window.setTimeout(tick, 700); }
+        })
+        .catch(function () { window.setTimeout(tick, 3000); });
+    }
+    tick();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("pre.json").forEach(highlightWhenOpened);
+    var box = document.getElementById("backfill-progress");
+    if (box && box.dataset.pollUrl) pollBackfill(box);
+  });
+})();
