@@ -24,7 +24,6 @@ from sink import db
 from sink.backfill_worker import ItemWorker, UnknownFlow
 from sink.config import Settings
 from sink.errors import ConfigError
-from sink.events import Event
 from sink.metrics import Metrics
 from sink.studio_api import (
     StudioApiError,
@@ -34,7 +33,6 @@ from sink.studio_api import (
     StudioGone,
     StudioUnavailable,
 )
-from sink.studio_events import EXECUTION_ENDED, ExecutionFacts
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,6 @@ DB_ERRORS: Final = (
     asyncpg.InternalClientError,  # a connection killed mid-query, e.g. by pg_terminate_backend
 )
 LEASE_SECONDS: Final = 60.0
-AUTO_BATCH_SECONDS: Final = 0.5
 FAILURES_SHOWN: Final = 20
 
 Summary = q.Progress
@@ -248,12 +245,12 @@ class Runner:
     async def _fail_request(self, item: q.Item, reason: str) -> None:
         try:
             async with self._pool.acquire() as conn:
-                await q.fail_request(conn, item.request_id, reason)
+                failed = await q.fail_request(conn, item.request_id, reason)
         except DB_ERRORS as exc:
             log.warning("backfill request %d stays open: %s", item.request_id, db.unavailable(exc))
             return
         if self._metrics is not None:
-            self._metrics.backfill_items.labels("failed").inc()
+            self._metrics.backfill_items.labels("failed").inc(failed)
 
 
 async def run_foreground(
@@ -301,45 +298,3 @@ async def run_foreground(
     if progress is not None:
         progress(summary)
     return summary
-
-
-class AutoBackfill:
-    """SINK_AUTO_BACKFILL: each stored execution.ended event queues its execution."""
-
-    def __init__(self) -> None:
-        self._sids: list[str] = []
-        self._ready = asyncio.Event()
-
-    def collect(self, events: list[Event]) -> None:
-        """The writer's on_committed hook: cheap, synchronous, never touches the database."""
-        for event in events:
-            if event.type == EXECUTION_ENDED and isinstance(event.studio, ExecutionFacts):
-                self._sids.append(event.studio.execution_sid)
-                self._ready.set()
-
-    async def run(self, pool: asyncpg.Pool[Any]) -> None:
-        try:
-            while True:
-                await self._ready.wait()
-                await asyncio.sleep(AUTO_BATCH_SECONDS)  # gather a batch per request
-                await self.flush(pool)
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.flush(pool))
-
-    async def flush(self, pool: asyncpg.Pool[Any]) -> None:
-        self._ready.clear()
-        sids, self._sids = self._sids, []
-        if not sids:
-            return
-        try:
-            async with pool.acquire() as conn:
-                rid = await q.enqueue(conn, "executions", "auto", execution_sids=sids)
-            log.info("backfill request %d queued for %d ended executions", rid, len(sids))
-        except DB_ERRORS as exc:
-            log.warning(
-                "%d ended executions not queued for backfill (`studio-sink backfill --missing`"
-                " catches up): %s",
-                len(sids),
-                exc,
-            )

@@ -65,8 +65,11 @@ WITH failed AS (
     UPDATE sink.backfill_items
     SET state = 'failed', reason = $2, finished_at = now(), locked_by = NULL, locked_until = NULL
     WHERE request_id = $1 AND state IN ('queued', 'running')
+    RETURNING 1
+), request AS (
+    UPDATE sink.backfill_requests SET error = $2 WHERE request_id = $1
 )
-UPDATE sink.backfill_requests SET error = $2 WHERE request_id = $1
+SELECT count(*)::integer FROM failed
 """
 
 PROGRESS: Final = "SELECT * FROM studio.backfill_requests WHERE request_id = $1"
@@ -252,8 +255,10 @@ async def retry(
     return status.endswith(" 1")
 
 
-async def fail_request(conn: Conn, request_id: int, reason: str) -> None:
-    await conn.execute(FAIL_REQUEST, request_id, reason)
+async def fail_request(conn: Conn, request_id: int, reason: str) -> int:
+    """Fail every open item of the request at once; how many there were."""
+    failed: int = await conn.fetchval(FAIL_REQUEST, request_id, reason)
+    return failed
 
 
 async def progress(conn: Conn, request_id: int, *, failures: int = 0) -> Progress | None:

@@ -18,17 +18,61 @@ import asyncpg
 from aiohttp import web
 
 from sink import backfill_queue as q
-from sink.backfill import DB_ERRORS, POLL_SECONDS, AutoBackfill, Runner, make_client
+from sink.backfill import DB_ERRORS, POLL_SECONDS, Runner, make_client
 from sink.config import Settings
 from sink.errors import ConfigError
 from sink.events import Event
-from sink.keys import DSN, POOL, SETTINGS
+from sink.keys import DSN, POOL
 from sink.metrics import Metrics
 from sink.studio_api import StudioClient
+from sink.studio_events import EXECUTION_ENDED, ExecutionFacts
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0
+AUTO_BATCH_SECONDS = 0.5
+
+
+class AutoBackfill:
+    """SINK_AUTO_BACKFILL: each stored execution.ended event queues its execution."""
+
+    def __init__(self) -> None:
+        self._sids: list[str] = []
+        self._ready = asyncio.Event()
+
+    def collect(self, events: list[Event]) -> None:
+        """The writer's on_committed hook: cheap, synchronous, never touches the database."""
+        for event in events:
+            if event.type == EXECUTION_ENDED and isinstance(event.studio, ExecutionFacts):
+                self._sids.append(event.studio.execution_sid)
+                self._ready.set()
+
+    async def run(self, pool: asyncpg.Pool[Any]) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                await asyncio.sleep(AUTO_BATCH_SECONDS)  # gather a batch per request
+                await self.flush(pool)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.flush(pool))
+
+    async def flush(self, pool: asyncpg.Pool[Any]) -> None:
+        self._ready.clear()
+        sids, self._sids = self._sids, []
+        if not sids:
+            return
+        try:
+            async with pool.acquire() as conn:
+                rid = await q.enqueue(conn, "executions", "auto", execution_sids=sids)
+            log.info("backfill request %d queued for %d ended executions", rid, len(sids))
+        except DB_ERRORS as exc:
+            log.warning(
+                "%d ended executions not queued for backfill (`studio-sink backfill --missing`"
+                " catches up): %s",
+                len(sids),
+                exc,
+            )
 
 
 class BackfillService:
@@ -136,7 +180,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context, registered after the database's: starts after, stops before it."""
     service = app[BACKFILL]
     pool = app.get(POOL)
-    if pool is not None and app[SETTINGS] is not None:
+    if pool is not None:
         await service.start(pool, app[DSN])
     try:
         yield

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(2000, ge=1)
     batch_max_wait_ms: float = Field(4.0, ge=0)
     writers: int = Field(2, ge=1)
-    max_pending_events: int = Field(20000, ge=1)
+    max_pending_events: int = Field(10000, ge=1)  # ~1 s of commits at max: see docs/benchmarks.md
     delivery_timeout: float = Field(4.0, gt=0)
 
     # --- operation ------------------------------------------------------------------

@@ -110,6 +110,17 @@ async def _handle(
         )
         response.force_close()
         return response
+    # A full queue refuses before reading and parsing: under overload, a delivery that will
+    # get 429 anyway must not cost a parse (docs/benchmarks.md, overload at 2x).
+    pending = request.app[WRITER].pending_events
+    if pending >= settings.max_pending_events:
+        return error_response(
+            429,
+            "overloaded",
+            f"{pending} events are waiting to be written (limit {settings.max_pending_events},"
+            " SINK_MAX_PENDING_EVENTS); retry shortly",
+            retry_after=1,
+        )
     body = await _read_body(request, settings)
     if isinstance(body, web.Response):
         return body

@@ -102,7 +102,7 @@ class RateLimiter:
         self._slowdown_factor = slowdown_factor
         self._slowdown_seconds = slowdown_seconds
         self._clock = clock
-        self._tokens = self._burst
+        self._tokens = 1.0  # start nearly empty: no double-rate spike in the first second
         self._last = clock()
         self._paused_until = 0.0
         self._factor = 1.0

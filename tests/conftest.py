@@ -86,8 +86,9 @@ class Sink:
 
 @pytest.fixture
 def start_sink(
-    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+    database_url: str, aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> Callable[..., Any]:
+    # database_url first: torn down last, after the app has stopped using it
     async def starter(**overrides: Any) -> Sink:
         client = await aiohttp_client(create_app(make_settings(**overrides)))
         return Sink(client)
