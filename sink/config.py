@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     delivery_timeout: float = Field(4.0, gt=0)
 
     # --- operation ------------------------------------------------------------------
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "text"] = "json"
     shutdown_grace: float = Field(20.0, gt=0)
     shutdown_delay: float = Field(1.0, ge=0)
