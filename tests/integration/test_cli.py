@@ -17,7 +17,7 @@ from tests.support.process import SinkProcess
 from tests.support.twilio import TOKEN, signed_request
 
 EXAMPLE = (
-    Path(__file__).resolve().parents[3] / "shared" / "examples" / "event-streams-delivery.json"
+    Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
 )
 
 

@@ -17,7 +17,7 @@ from tests.conftest import Sink
 from tests.support.studio import STEP, execution_story, sid, sink_test_event
 
 EXAMPLE = (
-    Path(__file__).resolve().parents[3] / "shared" / "examples" / "event-streams-delivery.json"
+    Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
 )
 
 
