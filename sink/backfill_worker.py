@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
 
 from sink import backfill_queue as q
 from sink.studio_api import StudioClient, StudioGone
-from sink.studio_events import is_sid
+from sink.studio_events import is_sid, optional_int, optional_time
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +35,6 @@ def _text(body: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _int(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _date(body: dict[str, Any], name: str) -> datetime | None:
-    value = body.get(name)
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def execution_row(body: dict[str, Any], flow_sid: str) -> q.ExecutionRow | None:
     sid = body.get("sid")
     if not is_sid(sid, "FN"):
@@ -68,10 +45,10 @@ def execution_row(body: dict[str, Any], flow_sid: str) -> q.ExecutionRow | None:
         account_sid=_text(body, "account_sid"),
         status="ended" if body.get("status") == "ended" else "active",
         contact_channel_address=_text(body, "contact_channel_address"),
-        flow_revision=_int(body, "flow_version"),
+        flow_revision=optional_int(body, "flow_version"),
         initiated_by=_text(body, "initiated_by"),
-        date_created=_date(body, "date_created"),
-        date_updated=_date(body, "date_updated"),
+        date_created=optional_time(body, "date_created"),
+        date_updated=optional_time(body, "date_updated"),
     )
 
 
@@ -89,8 +66,8 @@ def step_row(body: dict[str, Any], execution_sid: str, flow_sid: str) -> q.StepR
         transitioned_to=_text(body, "transitioned_to"),
         parent_step_sid=_text(body, "parent_step_sid"),
         widget_type=_text(body, "type"),
-        date_created=_date(body, "date_created"),
-        date_updated=_date(body, "date_updated"),
+        date_created=optional_time(body, "date_created"),
+        date_updated=optional_time(body, "date_updated"),
     )
 
 
@@ -101,12 +78,12 @@ def flow_row(body: dict[str, Any], flow_sid: str) -> q.FlowRow:
         account_sid=_text(body, "account_sid"),
         friendly_name=_text(body, "friendly_name"),
         status=_text(body, "status"),
-        revision=_int(body, "revision"),
+        revision=optional_int(body, "revision"),
         definition=body.get("definition"),
         commit_message=_text(body, "commit_message"),
         valid=valid if isinstance(valid, bool) else None,
-        date_created=_date(body, "date_created"),
-        date_updated=_date(body, "date_updated"),
+        date_created=optional_time(body, "date_created"),
+        date_updated=optional_time(body, "date_updated"),
     )
 
 

@@ -18,7 +18,7 @@ import asyncpg
 from sink import db, jsontext
 from sink.db import Conn
 from sink.events import ElementError, Event, build_event
-from sink.store import BatchItem, _Arrays
+from sink.store import BatchItem, IngestArrays
 from sink.studio_events import STUDIO_TYPES
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ async def replay(
 
 
 async def _merge(conn: Conn, events: list[Event], report: ReplayReport) -> None:
-    arrays = _Arrays()  # the same fact-to-row mapping ingestion uses
+    arrays = IngestArrays()  # the same fact-to-row mapping ingestion uses
     arrays.add_item(BatchItem(request_id="replay", events=events, rejected=[]))
     executions, steps = arrays.x[1:], arrays.s[1:]  # without the batch positions
     for attempt in range(_IN_PLACE_RETRIES):

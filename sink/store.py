@@ -59,7 +59,7 @@ def _raw_text(raw: bytes) -> str | None:
         return None
 
 
-class _Arrays:
+class IngestArrays:
     """Column arrays for sink.ingest, filled delivery by delivery."""
 
     def __init__(self) -> None:
@@ -168,7 +168,7 @@ class _Arrays:
 async def ingest(conn: Conn, items: Sequence[BatchItem]) -> list[ItemOutcome]:
     """Store a batch in one statement (one transaction, one round trip; a second
     statement in the same transaction when the batch holds an event more than once)."""
-    arrays = _Arrays()
+    arrays = IngestArrays()
     for item in items:
         arrays.add_item(item)
     new_idx: list[int]

@@ -85,7 +85,8 @@ def _text(data: dict[str, Any], name: str) -> str | None:
     return None
 
 
-def _int(data: dict[str, Any], name: str) -> int | None:
+def optional_int(data: dict[str, Any], name: str) -> int | None:
+    """An integer field that fits Postgres integer, or None."""
     value = data.get(name)
     if isinstance(value, bool):
         return None
@@ -96,7 +97,8 @@ def _int(data: dict[str, Any], name: str) -> int | None:
     return None
 
 
-def _time(data: dict[str, Any], name: str) -> datetime | None:
+def optional_time(data: dict[str, Any], name: str) -> datetime | None:
+    """An RFC 3339 timestamp field with an offset, or None."""
     value = data.get(name)
     if not isinstance(value, str):
         return None
@@ -117,10 +119,10 @@ def execution_facts(event_type: str, data: dict[str, Any]) -> ExecutionFacts:
         status="ended" if ended else "active",
         contact_channel_address=_text(data, "contact_channel_address"),
         started_by=_text(data, "started_by"),
-        flow_revision=_int(data, "flow_revision"),
+        flow_revision=optional_int(data, "flow_revision"),
         ended_reason=_text(data, "ended_reason"),
-        date_created=_time(data, "date_created"),
-        date_updated=_time(data, "date_updated"),
+        date_created=optional_time(data, "date_created"),
+        date_updated=optional_time(data, "date_updated"),
     )
 
 
@@ -134,7 +136,7 @@ def step_facts(data: dict[str, Any]) -> StepFacts:
         transitioned_from=_text(data, "transitioned_from"),
         transitioned_to=_text(data, "transitioned_to"),
         parent_step_sid=_optional_sid(data, "parent_step_sid", "FT"),
-        date_created=_time(data, "date_created"),
+        date_created=optional_time(data, "date_created"),
     )
 
 

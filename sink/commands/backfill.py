@@ -14,20 +14,9 @@ from sink import backfill_queue as q
 from sink import db, migrate
 from sink.app import resolve_dsn
 from sink.backfill import Summary, make_client, run_foreground
+from sink.cliargs import iso_datetime
 from sink.config import Settings
 from sink.errors import ConfigError
-
-
-def _when(text: str) -> datetime:
-    """An ISO 8601 date or date-time; without an offset it is taken as UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 date or date-time (e.g. 2026-11-20 or"
-            " 2026-11-20T14:00:00Z)"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class _Bar:
@@ -158,10 +147,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--request", type=int, metavar="ID", help="run an already queued request (e.g. from SQL)"
     )
     parser.add_argument(
-        "--since", type=_when, help="with --flow: executions created at or after (ISO 8601)"
+        "--since", type=iso_datetime, help="with --flow: executions created at or after (ISO 8601)"
     )
     parser.add_argument(
-        "--until", type=_when, help="with --flow: created before (ISO 8601; default now)"
+        "--until", type=iso_datetime, help="with --flow: created before (ISO 8601; default now)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")

@@ -14,8 +14,8 @@ import asyncpg
 import orjson
 
 from sink import lifecycle
+from sink.cliargs import iso_datetime
 from sink.commands.maintain import open_database
-from sink.commands.replay import parse_since
 from sink.config import Settings
 from sink.lifecycle import Column
 
@@ -100,8 +100,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     parser.add_argument("--what", required=True, choices=["executions", "steps"])
-    parser.add_argument("--since", type=parse_since, help="from this time (inclusive)")
-    parser.add_argument("--until", type=parse_since, help="to this time (exclusive)")
+    parser.add_argument("--since", type=iso_datetime, help="from this time (inclusive)")
+    parser.add_argument("--until", type=iso_datetime, help="to this time (exclusive)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="(csv)")
     parser.add_argument("--output", default="-", help="a file, or - for stdout (default)")
     parser.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")

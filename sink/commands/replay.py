@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 
 from tqdm import tqdm
 
 from sink import lifecycle
+from sink.cliargs import iso_datetime
 from sink.commands.maintain import open_database
 from sink.config import Settings
 from sink.studio_events import STUDIO_TYPES
-
-
-def parse_since(text: str) -> datetime:
-    """An ISO 8601 date or date-time; without an offset it is taken as UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 date or date-time (e.g. 2026-11-20 or"
-            " 2026-11-20T14:00:00Z)"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _positive(text: str) -> int:
@@ -69,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--since",
-        type=parse_since,
+        type=iso_datetime,
         help="only events received at or after this time (ISO 8601, UTC if no offset)",
     )
     parser.add_argument(
