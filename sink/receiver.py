@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,11 +60,15 @@ def check_signature(
     )
 
 
+def _count(metrics: Metrics, outcome: str, types: Iterable[str | None]) -> None:
+    """One counter update per event type and delivery, not per event."""
+    for event_type, n in Counter(type_label(t) for t in types).items():
+        metrics.events.labels(event_type, outcome).inc(n)
+
+
 def _count_parsed(metrics: Metrics, delivery: Delivery) -> None:
-    for event in delivery.events:
-        metrics.events.labels(type_label(event.type), "received").inc()
-    for rejection in delivery.rejected:
-        metrics.events.labels(type_label(rejection.event_type), "rejected").inc()
+    _count(metrics, "received", (event.type for event in delivery.events))
+    _count(metrics, "rejected", (rejection.event_type for rejection in delivery.rejected))
 
 
 async def _read_body(request: web.Request, settings: Settings) -> bytes | web.Response:
@@ -161,15 +167,12 @@ async def _handle(
     except (DatabaseUnavailable, ShuttingDown) as exc:
         return error_response(503, "database_unavailable", str(exc), retry_after=2)
 
-    for event in outcome.new_events:
-        metrics.events.labels(type_label(event.type), "stored").inc()
-        if event.type == TEST_EVENT_TYPE:
-            log.info("Event Streams sink test event received: Twilio reaches this sink")
+    _count(metrics, "stored", (event.type for event in outcome.new_events))
+    if any(event.type == TEST_EVENT_TYPE for event in outcome.new_events):
+        log.info("Event Streams sink test event received: Twilio reaches this sink")
     if outcome.duplicates:
         new = {id(event) for event in outcome.new_events}
-        for event in delivery.events:
-            if id(event) not in new:
-                metrics.events.labels(type_label(event.type), "duplicate").inc()
+        _count(metrics, "duplicate", (e.type for e in delivery.events if id(e) not in new))
 
     if delivery.fatal:
         reasons = sorted({r.reason for r in delivery.rejected})

@@ -1,0 +1,158 @@
+"""Turns raw results into the figures we hold ourselves to (value, target, verdict)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+OK_STATUSES = frozenset({"429", "503"})
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: str
+    target: str
+    ok: bool | None  # None: informative, no target
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _point(results: dict[str, Any], fraction: float) -> dict[str, Any] | None:
+    return next((p for p in results.get("sweep", []) if p["fraction"] == fraction), None)
+
+
+def _answered_well(point: dict[str, Any]) -> bool:
+    statuses = point["statuses"]
+    good = all(s.startswith("2") or s in OK_STATUSES for s in statuses)
+    return good and not point["errors"] and point["max_latency_ms"] <= 5000
+
+
+def ingest_figures(results: dict[str, Any]) -> list[Figure]:
+    sink_eps = results["max"]["events_per_s"]
+    ceiling = results["db_ceiling"]["events_per_s"]
+    naive = results["naive"]["events_per_s"]
+    figures = [
+        Figure(
+            "ingest vs DB ceiling",
+            f"{sink_eps / ceiling:.2f}x",
+            ">= 0.6x",
+            sink_eps / ceiling >= 0.6,
+            f"{sink_eps:,.0f} vs {ceiling:,.0f} events/s ({results['db_ceiling']['connections']}"
+            f" conn., batches of 1000); median of rounds"
+            f" {[r['sink']['ratio_to_ceiling'] for r in results.get('rounds', [])]}",
+        ),
+        Figure(
+            "(bound) DB ceiling vs naive",
+            f"{ceiling / naive:.1f}x",
+            "(informative)",
+            None,
+            "the most any sink could show against naive here",
+        ),
+        Figure(
+            "ingest vs naive sink",
+            f"{sink_eps / naive:.1f}x",
+            ">= 20x",
+            sink_eps / naive >= 20,
+            f"{sink_eps:,.0f} vs {naive:,.0f} events/s (one commit per event)",
+        ),
+    ]
+    half = _point(results, 0.5)
+    if half:
+        p99 = half["latency_ms"].get("p99", float("inf"))
+        figures.append(
+            Figure(
+                "p99 latency at half max",
+                f"{p99:.1f} ms",
+                "<= 50 ms",
+                p99 <= 50,
+                f"offered {half['offered_events_per_s']:,.0f} events/s",
+            )
+        )
+    over = _point(results, 2.0)
+    if over:
+        figures.append(
+            Figure(
+                "overload 2x: all answered < 5 s",
+                "yes" if _answered_well(over) else "no",
+                "2xx/429/503, no timeouts",
+                _answered_well(over),
+                f"statuses {over['statuses']}, errors {over['errors'] or 'none'},"
+                f" max {over['max_latency_ms']:.0f} ms",
+            )
+        )
+        rss = over["sink_max_rss_mb"]
+        figures.append(Figure("overload 2x: sink RSS", f"{rss:.0f} MB", "< 256 MB", rss < 256))
+    steady = [results["max"]["sink_max_rss_mb"]]
+    full = _point(results, 1.0)
+    if full:
+        steady.append(full["sink_max_rss_mb"])
+    figures.append(
+        Figure("sink RSS at max load", f"{max(steady):.0f} MB", "<= 150 MB", max(steady) <= 150)
+    )
+    startup = results.get("startup")
+    if startup:
+        median = startup["median_s"]
+        figures.append(
+            Figure(
+                "serve -> /readyz (embedded)",
+                f"{median:.2f} s",
+                "<= 3 s",
+                median <= 3,
+                f"runs {startup['runs_s']}",
+            )
+        )
+    figures.append(
+        Figure(
+            "generator CPU share at max",
+            f"{results['max']['generator_cpu_share']:.2f} core",
+            "(informative)",
+            None,
+            f"sink process {results['max']['sink_cpu_share']:.2f} core",
+        )
+    )
+    return figures
+
+
+def verdict(ok: bool | None) -> str:
+    return {True: "PASS", False: "MISS", None: ""}[ok]
+
+
+def print_figures(title: str, figures: list[Figure]) -> None:
+    print(f"\n== {title}: ratios against baselines measured in this run ==")
+    width = max(len(f.name) for f in figures)
+    for f in figures:
+        print(
+            f"{f.name:<{width}}  {f.value:>10}  target {f.target:<24} {verdict(f.ok):<4}  "
+            f"{f.detail}"
+        )
+
+
+def markdown_table(figures: list[Figure]) -> str:
+    lines = ["| figure | measured | target | verdict | detail |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {f.name} | {f.value} | {f.target} | {verdict(f.ok) or '-'} | {f.detail} |"
+        for f in figures
+    ]
+    return "\n".join(lines)
+
+
+def sweep_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| offered (x max) | offered events/s | acked events/s | p50 ms | p99 ms | max ms |"
+        " statuses | errors | sink RSS MB | sink CPU | generator CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = [{**results["max"], "fraction": "max (closed loop)"}, *results.get("sweep", [])]
+    for p in rows:
+        offered = p["offered_events_per_s"]
+        lat = p["latency_ms"]
+        lines.append(
+            f"| {p['fraction']} | {'-' if offered is None else f'{offered:,.0f}'}"
+            f" | {p['events_per_s']:,.0f} | {lat.get('p50', '-')} | {lat.get('p99', '-')}"
+            f" | {p['max_latency_ms']} | {p['statuses']} | {p['errors'] or '-'}"
+            f" | {p['sink_max_rss_mb']} | {p['sink_cpu_share']} | {p['generator_cpu_share']} |"
+        )
+    return "\n".join(lines)
