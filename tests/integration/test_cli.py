@@ -16,9 +16,7 @@ import pytest
 from tests.support.process import SinkProcess
 from tests.support.twilio import TOKEN, signed_request
 
-EXAMPLE = (
-    Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
-)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

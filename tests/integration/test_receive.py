@@ -16,9 +16,7 @@ from cloudevents.core.v1.event import CloudEvent
 from tests.conftest import Sink
 from tests.support.studio import STEP, execution_story, sid, sink_test_event
 
-EXAMPLE = (
-    Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
-)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
 
 
 async def counts(conn: asyncpg.Connection[Any]) -> dict[str, int]:
