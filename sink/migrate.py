@@ -45,10 +45,13 @@ class Migration:
 
 
 def _sql_files() -> list[tuple[str, str]]:
-    source_tree = Path(__file__).resolve().parent.parent / "sql"
-    if source_tree.is_dir():
+    """The migrations shipped as package data (``sql/`` is packaged as ``sink.sql``), or,
+    when running from a source tree that is not installed, the ``sql/`` beside ``sink/``."""
+    try:
+        package = resources.files("sink.sql")
+    except ModuleNotFoundError:
+        source_tree = Path(__file__).resolve().parent.parent / "sql"
         return [(p.name, p.read_text("utf-8")) for p in source_tree.glob("*.sql")]
-    package = resources.files("sink.sql")
     return [
         (entry.name, entry.read_text("utf-8"))
         for entry in package.iterdir()
