@@ -13,11 +13,11 @@ from typing import Any, TextIO
 import asyncpg
 import orjson
 
-from sink import lifecycle
+from sink import export as export_mod
 from sink.cliargs import iso_datetime
 from sink.commands.maintain import open_database
 from sink.config import Settings
-from sink.lifecycle import Column
+from sink.export import Column
 
 JSON_TYPES = frozenset({"json", "jsonb"})
 
@@ -79,7 +79,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with _output(args.output) as stream:
             writer = CsvWriter(stream) if args.format == "csv" else JsonLinesWriter(stream)
-            written = await lifecycle.export(
+            written = await export_mod.export(
                 conn, args.what, writer, since=args.since, until=args.until
             )
     finally:

@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from sink import lifecycle
+from sink import replay as replay_mod
 from sink.cliargs import iso_datetime
 from sink.commands.maintain import open_database
 from sink.config import Settings
@@ -25,11 +25,11 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     types = sorted(set(args.type or STUDIO_TYPES))
     conn = await open_database(settings)
     try:
-        total = await lifecycle.count_replay(conn, since=args.since, types=types)
+        total = await replay_mod.count_replay(conn, since=args.since, types=types)
         with tqdm(
             total=total, unit="event", desc="replay", file=sys.stderr, disable=args.quiet
         ) as bar:
-            report = await lifecycle.replay(
+            report = await replay_mod.replay(
                 conn,
                 since=args.since,
                 types=types,

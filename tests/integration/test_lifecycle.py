@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sink import lifecycle
+from sink import lifecycle, replay
 from sink.cli import build_parser
 from sink.config import Settings
 from tests.conftest import Sink
@@ -194,11 +194,11 @@ async def test_replay_restores_the_typed_tables_exactly(
     assert len(before["executions"]) == 4 and len(before["steps"]) == 11
     await conn.execute("TRUNCATE sink.executions, sink.steps")
     batches: list[int] = []
-    report = await lifecycle.replay(conn, batch_size=4, on_batch=batches.append)
+    report = await replay.replay(conn, batch_size=4, on_batch=batches.append)
     assert await typed_snapshot(conn) == before
     assert (report.events, report.invalid, sum(batches)) == (stored, 0, stored)
     assert report.batches == len(batches) == -(-stored // 4)
-    again = await lifecycle.replay(conn, batch_size=1000)  # idempotent
+    again = await replay.replay(conn, batch_size=1000)  # idempotent
     assert again.batches == 1 and await typed_snapshot(conn) == before
 
 
@@ -214,7 +214,7 @@ async def test_replay_keeps_contexts_and_filters(
         "UPDATE sink.executions SET context = '{\"flow\": {}}', context_fetched_at = now()"
     )
     await conn.execute("UPDATE sink.steps SET context = '{\"w\": 1}', context_fetched_at = now()")
-    replayed = await lifecycle.replay(conn)
+    replayed = await replay.replay(conn)
     assert replayed.events == stored
     assert await conn.fetchval("SELECT count(*) FROM sink.executions WHERE context IS NULL") == 0
     assert await conn.fetchval("SELECT count(*) FROM sink.steps WHERE context IS NULL") == 0
