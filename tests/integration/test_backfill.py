@@ -20,7 +20,8 @@ from sink.studio_api import RateLimiter, StudioClient, StudioCredentials
 from tests.conftest import Sink
 from tests.fakes.studio_api import create_app
 from tests.fakes.studio_data import EPOCH, Execution, FakeStudio
-from tests.support.studio import ENDED, STARTED, execution_event, sid
+from tests.support.studio import fake_execution_events as events_for
+from tests.support.studio import sid
 
 API_KEY = "SK" + "5" * 32
 SECRET = "backfill-api-key-secret"
@@ -70,41 +71,6 @@ async def backfill(
         max_attempts=options.get("max_attempts", 3),
         workers=options.get("workers", 4),
     )
-
-
-def events_for(
-    e: Execution, *, steps: int | None = None, ended: bool = True
-) -> list[dict[str, Any]]:
-    """The Event Streams events of a fake execution (its first ``steps`` steps)."""
-    events = [execution_event(STARTED, e.sid, e.flow_sid, at=e.date_created, revision=1)]
-    for s in e.steps[:steps]:
-        events.append(
-            {
-                "specversion": "1.0",
-                "type": "com.twilio.studio.flow.step.ended",
-                "source": f"/v2/Flows/{s.flow_sid}/Executions/{s.execution_sid}/Steps/{s.sid}",
-                "id": sid("EZ"),
-                "datacontenttype": "application/json",
-                "time": s.date_created.isoformat(),
-                "data": {
-                    "account_sid": s.account_sid,
-                    "flow_sid": s.flow_sid,
-                    "execution_sid": s.execution_sid,
-                    "step_sid": s.sid,
-                    "parent_step_sid": None,
-                    "name": s.name,
-                    "transitioned_from": s.transitioned_from,
-                    "transitioned_to": s.transitioned_to,
-                    "date_created": s.date_created.isoformat(),
-                },
-            }
-        )
-    if ended:
-        at = e.date_updated or e.date_created
-        events.append(
-            execution_event(ENDED, e.sid, e.flow_sid, at=at, created=e.date_created, revision=1)
-        )
-    return events
 
 
 async def contexts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.fakes.studio_data import Execution
 
 STARTED = "com.twilio.studio.flow.execution.started"
 ENDED = "com.twilio.studio.flow.execution.ended"
@@ -119,3 +122,40 @@ def sink_test_event() -> dict[str, Any]:
         "time": "2026-11-20T14:00:00.000Z",
         "data": {"test_id": "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"},
     }
+
+
+def fake_execution_events(
+    e: Execution, *, steps: int | None = None, ended: bool = True, contact: str | None = None
+) -> list[dict[str, Any]]:
+    """The Event Streams events of an execution of the fake Studio API: started, its first
+    ``steps`` steps (all by default), and ended unless ``ended`` is False."""
+    started = {"contact": contact} if contact is not None else {}
+    events = [execution_event(STARTED, e.sid, e.flow_sid, at=e.date_created, revision=1, **started)]
+    for s in e.steps[:steps]:
+        events.append(
+            {
+                "specversion": "1.0",
+                "type": STEP,
+                "source": f"/v2/Flows/{s.flow_sid}/Executions/{s.execution_sid}/Steps/{s.sid}",
+                "id": sid("EZ"),
+                "datacontenttype": "application/json",
+                "time": s.date_created.isoformat(),
+                "data": {
+                    "account_sid": s.account_sid,
+                    "flow_sid": s.flow_sid,
+                    "execution_sid": s.execution_sid,
+                    "step_sid": s.sid,
+                    "parent_step_sid": None,
+                    "name": s.name,
+                    "transitioned_from": s.transitioned_from,
+                    "transitioned_to": s.transitioned_to,
+                    "date_created": s.date_created.isoformat(),
+                },
+            }
+        )
+    if ended:
+        at = e.date_updated or e.date_created
+        events.append(
+            execution_event(ENDED, e.sid, e.flow_sid, at=at, created=e.date_created, revision=1)
+        )
+    return events

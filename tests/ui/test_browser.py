@@ -19,7 +19,14 @@ import pytest
 from tests.conftest import Sink
 from tests.fakes.studio_api import create_app as create_studio_app
 from tests.fakes.studio_data import Execution, FakeStudio
-from tests.support.studio import STARTED, execution_event, sid, sink_test_event, step_event
+from tests.support.studio import (
+    STARTED,
+    execution_event,
+    fake_execution_events,
+    sid,
+    sink_test_event,
+    step_event,
+)
 from tests.support.twilio import TOKEN
 from tests.ui.conftest import ADMIN_TOKEN
 
@@ -56,34 +63,7 @@ pytestmark = [
 
 def events_for(e: Execution) -> list[dict[str, Any]]:
     """Event Streams events for a fake execution: started, then its steps (no context)."""
-    contact = e.contact_channel_address or ""
-    events = [
-        execution_event(STARTED, e.sid, e.flow_sid, at=e.date_created, revision=1, contact=contact)
-    ]
-    for s in e.steps:
-        source = f"/v2/Flows/{s.flow_sid}/Executions/{s.execution_sid}/Steps/{s.sid}"
-        events.append(
-            {
-                "specversion": "1.0",
-                "type": "com.twilio.studio.flow.step.ended",
-                "source": source,
-                "id": sid("EZ"),
-                "datacontenttype": "application/json",
-                "time": s.date_created.isoformat(),
-                "data": {
-                    "account_sid": s.account_sid,
-                    "flow_sid": s.flow_sid,
-                    "execution_sid": s.execution_sid,
-                    "step_sid": s.sid,
-                    "parent_step_sid": None,
-                    "name": s.name,
-                    "transitioned_from": s.transitioned_from,
-                    "transitioned_to": s.transitioned_to,
-                    "date_created": s.date_created.isoformat(),
-                },
-            }
-        )
-    return events
+    return fake_execution_events(e, ended=False, contact=e.contact_channel_address or "")
 
 
 @pytest.fixture
