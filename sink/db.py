@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, Final, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import asyncpg.pool
@@ -61,8 +62,6 @@ async def create_pool(dsn: str, *, size: int, connect_timeout: float) -> asyncpg
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced, for logs and messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if not parts.password:
         return url

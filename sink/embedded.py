@@ -6,10 +6,14 @@ under ``SINK_DATA_DIR/pgdata`` across restarts, and listens on a Unix socket onl
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Final
+
+import asyncpg
 
 from sink.errors import ConfigError
 
@@ -64,17 +68,11 @@ def stop(data_dir: Path) -> bool:
 
 
 def _is_root() -> bool:
-    import os
-
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 async def prepare(data_dir: Path, *, keep_running: bool = False) -> str:
     """Start the embedded server, create the sink's database; returns its URL."""
-    import asyncio
-
-    import asyncpg
-
     server_url = await asyncio.to_thread(start, data_dir, keep_running=keep_running)
     conn = await asyncpg.connect(server_url)
     try:

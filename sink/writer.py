@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from sink import db, store
+from sink import db, jsontext, store
 from sink.errors import DatabaseUnavailable, Overloaded, ShuttingDown
 from sink.events import Event, Rejection
 
@@ -234,8 +234,6 @@ class GroupCommitWriter:
 
 
 def _refused(event: Event, exc: asyncpg.PostgresError, request_id: str) -> Rejection:
-    from sink import jsontext
-
     element = {
         "specversion": event.specversion,
         "id": event.event_id,
