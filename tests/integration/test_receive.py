@@ -65,7 +65,7 @@ async def test_duplicates_add_no_rows(sink: Sink, conn: asyncpg.Connection[Any])
 
 
 async def test_any_order_gives_the_same_rows(sink: Sink, conn: asyncpg.Connection[Any]) -> None:
-    events = execution_story(3)
+    events = execution_story(3, start=datetime(2026, 11, 20, 14, 0, tzinfo=UTC))
     shuffled = events[::-1]
     for event in shuffled:  # ended first, steps before started
         status, _ = await sink.post([event])

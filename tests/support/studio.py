@@ -88,13 +88,24 @@ def step_event(
     }
 
 
+def recent() -> datetime:
+    """A whole minute about an hour before now: recent whatever day the suite runs on.
+
+    Tests never date data by the calendar: a fixed date stops being "recent" as the
+    calendar moves on, and a comparison with ``now()`` starts to fail. Tests that need an
+    exact instant pass one explicitly.
+    """
+    return (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+
+
 def execution_story(
     steps: int = 3, *, flow_sid: str | None = None, start: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """started, N steps, ended: the events of one execution, in order."""
+    """started, N steps, ended: the events of one execution, in order, starting at
+    ``start`` (default: ``recent()``)."""
     flow = flow_sid or sid("FW")
     execution = sid("FN")
-    t0 = start or datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+    t0 = start or recent()
     events = [execution_event(STARTED, execution, flow, at=t0)]
     previous = "Trigger"
     for n in range(steps):
