@@ -1,6 +1,6 @@
 """The baselines the sink is measured against, on the same events and the same tables.
 
-Both call ``sink.store.ingest``, the sink's own writer (one call of the SQL function
+Both call ``sink.ingest.store.ingest``, the sink's own writer (one call of the SQL function
 ``sink.ingest``: dedup on (source, id) through sink.event_keys, the raw event into
 sink.events, order-independent merges into sink.executions and sink.steps, a row in
 sink.deliveries). Reusing it rather than re-typing the SQL keeps the work per event
@@ -22,8 +22,9 @@ from typing import Any
 import asyncpg
 
 from bench import load
-from sink import store
-from sink.events import Event, parse_delivery
+from sink.ingest import store
+from sink.ingest.arrays import BatchItem
+from sink.ingest.cloudevents import Event, parse_delivery
 
 CEILING_BATCH = 1000
 _HEADERS = {"Content-Type": "application/json"}
@@ -47,7 +48,7 @@ def parsed_deliveries(seed: int, count: int) -> list[list[Event]]:
 
 
 async def _run(
-    dsn: str, batches: list[list[store.BatchItem]], connections: int, seconds: float | None
+    dsn: str, batches: list[list[BatchItem]], connections: int, seconds: float | None
 ) -> tuple[int, float]:
     queue = iter(batches)
     written = 0
@@ -78,7 +79,7 @@ async def db_ceiling(dsn: str, deliveries: list[list[Event]], connections: int) 
     per_batch = CEILING_BATCH // load.EVENTS_PER_DELIVERY
     batches = [
         [
-            store.BatchItem(f"ceiling-{i + j}", events, [])
+            BatchItem(f"ceiling-{i + j}", events, [])
             for j, events in enumerate(deliveries[i : i + per_batch])
         ]
         for i in range(0, len(deliveries), per_batch)
@@ -93,7 +94,7 @@ async def naive(
     dsn: str, deliveries: list[list[Event]], connections: int, seconds: float
 ) -> BaselineResult:
     batches = [
-        [store.BatchItem(f"naive-{i}", [event], [])]
+        [BatchItem(f"naive-{i}", [event], [])]
         for i, events in enumerate(deliveries)
         for event in events
     ]

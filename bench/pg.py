@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from sink import migrate
+from sink.db import migrate
 
 _counter = itertools.count()
 

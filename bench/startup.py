@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from bench.sinkproc import SinkProcess
-from sink import embedded
+from sink.db import embedded
 
 
 async def time_to_ready(runs: int, log_path: Path) -> dict[str, float | list[float]]:

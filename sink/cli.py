@@ -16,12 +16,14 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
-from sink import embedded, logs, migrate
-from sink.app import create_app, resolve_dsn
+from sink import logs
+from sink.app import create_app
 from sink.config import Settings, load_settings
-from sink.db import redact_url
+from sink.db import embedded, migrate
+from sink.db.embedded import resolve_dsn
+from sink.db.pool import redact_url
 from sink.errors import ConfigError, SinkError
-from sink.keys import HEALTH
+from sink.web.keys import HEALTH
 
 log = logging.getLogger("sink")
 
@@ -165,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[Any]:
     import sink.commands
 
-    names = sorted(m.name for m in pkgutil.iter_modules(sink.commands.__path__))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(sink.commands.__path__) if not m.name.startswith("_")
+    )
     return [importlib.import_module(f"sink.commands.{name}") for name in names]
 
 

@@ -31,5 +31,14 @@ class ShuttingDown(SinkError):
     """The sink is draining and takes no new deliveries (answer 503)."""
 
 
+class BatchRefused(SinkError):
+    """Postgres refused a batch for its content (a value it cannot store): write its
+    deliveries, then its events, one by one, and keep what it still refuses as rejected."""
+
+    def __init__(self, message: str, *, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 class CommitTimeout(SinkError):
     """A commit did not finish within the delivery budget (answer 503; Twilio retries)."""

@@ -10,12 +10,13 @@ from typing import Any
 import asyncpg
 from tqdm import tqdm
 
-from sink import backfill_queue as q
-from sink import db, migrate
-from sink.app import resolve_dsn
-from sink.backfill import Summary, make_client, run_foreground
-from sink.cliargs import iso_datetime
+from sink.backfill import queue as q
+from sink.backfill.runner import Summary, make_client, run_foreground
+from sink.commands._common import iso_datetime
 from sink.config import Settings
+from sink.db import migrate
+from sink.db.embedded import resolve_dsn
+from sink.db.pool import create_pool
 from sink.errors import ConfigError
 
 
@@ -98,9 +99,7 @@ async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
         workers = max(1, settings.backfill_workers)
-        pool = await db.create_pool(
-            dsn, size=workers + 2, connect_timeout=settings.db_connect_timeout
-        )
+        pool = await create_pool(dsn, size=workers + 2, connect_timeout=settings.db_connect_timeout)
         bar = _Bar(rid, disable=args.quiet)
         try:
             summary = await run_foreground(

@@ -13,11 +13,10 @@ from typing import Any, TextIO
 import asyncpg
 import orjson
 
-from sink import export as export_mod
-from sink.cliargs import iso_datetime
-from sink.commands.maintain import open_database
+from sink.commands._common import iso_datetime, open_database
 from sink.config import Settings
-from sink.export import Column
+from sink.maintenance import export as export_mod
+from sink.maintenance.export import Column
 
 JSON_TYPES = frozenset({"json", "jsonb"})
 

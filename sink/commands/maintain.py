@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-import asyncpg
-
-from sink import lifecycle, migrate
-from sink.app import resolve_dsn
+from sink.commands._common import open_database
 from sink.config import Settings
-
-
-async def open_database(settings: Settings) -> asyncpg.Connection[Any]:
-    """A connection to the sink's database (SINK_DATABASE_URL or the embedded one), whose
-    schema is current."""
-    dsn = await resolve_dsn(settings)
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=settings.db_connect_timeout)
-    try:
-        await migrate.check_current(conn)
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
+from sink.maintenance import retention
 
 
 async def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
-    retention = args.retention_days or settings.retention_days
-    typed_retention = args.typed_retention_days or settings.typed_retention_days
+    keep_days = args.retention_days or settings.retention_days
+    typed_days = args.typed_retention_days or settings.typed_retention_days
     conn = await open_database(settings)
     try:
-        report = await lifecycle.maintain(
+        report = await retention.maintain(
             conn,
-            retention_days=retention,
-            typed_retention_days=typed_retention,
+            retention_days=keep_days,
+            typed_retention_days=typed_days,
             dry_run=args.dry_run,
         )
     finally:

@@ -7,11 +7,10 @@ import sys
 
 from tqdm import tqdm
 
-from sink import replay as replay_mod
-from sink.cliargs import iso_datetime
-from sink.commands.maintain import open_database
+from sink.commands._common import iso_datetime, open_database
 from sink.config import Settings
-from sink.studio_events import STUDIO_TYPES
+from sink.maintenance import replay as replay_mod
+from sink.twilio import STUDIO_TYPES
 
 
 def _positive(text: str) -> int:

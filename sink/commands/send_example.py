@@ -10,8 +10,9 @@ from typing import Any
 
 import aiohttp
 
-from sink import jsontext, signature
+from sink import jsontext
 from sink.config import Settings
+from sink.ingest import signature
 
 
 def example_delivery(now: datetime | None = None) -> list[dict[str, Any]]:

@@ -14,11 +14,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from sink.keys import SETTINGS
-from sink.ui.auth import UiAuth
 from sink.ui.filters import FILTERS
-from sink.ui.keys import UI_AUTH
 from sink.ui.views import add_routes
+from sink.web.auth import UiAuth
+from sink.web.keys import SETTINGS, UI_AUTH
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 CSP: Final = (

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from sink.twilio import parse_timestamp
 from sink.ui.queries import Cursor, ExecutionFilters
 
 
@@ -12,11 +13,10 @@ def _parse_time(text: str, errors: list[str], label: str) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        return parse_timestamp(text, assume_utc=True)
     except ValueError:
         errors.append(f"{label}: expected a date and time like 2026-11-20T14:00")
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_filters(query: Any, errors: list[str]) -> ExecutionFilters:

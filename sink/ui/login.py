@@ -11,9 +11,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from yarl import URL
 
-from sink.keys import SETTINGS
-from sink.ui import auth
-from sink.ui.keys import SESSION, UI_AUTH
+from sink.web import auth
+from sink.web.keys import SESSION, SETTINGS, UI_AUTH
 
 log = logging.getLogger(__name__)
 

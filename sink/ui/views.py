@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -12,15 +11,14 @@ from aiohttp import web
 from yarl import URL
 
 from sink.config import Settings
-from sink.keys import METRICS, POOL, SETTINGS
+from sink.twilio import is_sid
 from sink.ui import queries
 from sink.ui.chart import per_minute_chart
 from sink.ui.forms import parse_cursor, parse_filters
 from sink.ui.login import login_form, login_submit, logout, page_context, redirect, requires_login
+from sink.web.keys import METRICS, POOL, SETTINGS
 
 CHART_MINUTES: Final = 180
-EXECUTION_SID: Final = re.compile(r"FN[0-9a-fA-F]{32}")
-FLOW_SID: Final = re.compile(r"FW[0-9a-fA-F]{32}")
 FINAL_BACKFILL_STATES: Final = frozenset({"done", "failed", "gone", "cancelled", "finished"})
 NOTICES: Final = {
     "backfill_unavailable": (
@@ -122,7 +120,7 @@ def _timeline(steps: list[asyncpg.Record], started: datetime | None) -> list[dic
 @requires_login
 async def execution(request: web.Request) -> web.StreamResponse:
     sid = request.match_info["sid"]
-    if not EXECUTION_SID.fullmatch(sid):
+    if not is_sid(sid, "FN"):
         raise web.HTTPNotFound(text=f"{sid[:40]!r} is not an execution SID (FN + 32 hex digits)")
     request_id = request.query.get("backfill", "")
     async with request.app[POOL].acquire() as conn:
@@ -170,7 +168,7 @@ def _final(backfill: asyncpg.Record) -> bool:
 @requires_login
 async def backfill_now(request: web.Request) -> web.StreamResponse:
     sid = request.match_info["sid"]
-    if not EXECUTION_SID.fullmatch(sid):
+    if not is_sid(sid, "FN"):
         raise web.HTTPNotFound(text="not an execution SID (FN + 32 hex digits)")
     async with request.app[POOL].acquire() as conn:
         request_id = await queries.request_backfill(conn, sid)
@@ -201,7 +199,7 @@ async def backfill_status(request: web.Request) -> web.StreamResponse:
 async def revision(request: web.Request) -> web.StreamResponse:
     flow_sid = request.match_info["flow_sid"]
     number = request.match_info["revision"]
-    if not FLOW_SID.fullmatch(flow_sid) or not number.isdigit():
+    if not is_sid(flow_sid, "FW") or not number.isdigit():
         raise web.HTTPNotFound(text="expected /ui/flows/FW.../revisions/<number>")
     async with request.app[POOL].acquire() as conn:
         try:

@@ -187,7 +187,12 @@ def test_image_uid_matches_the_chart() -> None:
 
 def test_dockerignore_admits_the_package_and_nothing_else() -> None:
     rules = dockerignore_rules()
-    for needed in ("pyproject.toml", "docker/install.sh", "sink/cli.py", "sql/0001_init.sql"):
+    for needed in (
+        "pyproject.toml",
+        "docker/install.sh",
+        "sink/cli.py",
+        "sql/migrations/0001_init.sql",
+    ):
         assert in_build_context(needed, rules), needed
     for unwanted in (
         ".git/config",

@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from sink import backfill_queue as q
-from sink import backfill_worker, db, studio_api
-from sink.backfill import Summary, run_foreground
-from sink.studio_api import RateLimiter, StudioClient, StudioCredentials
+from sink.backfill import queue as q
+from sink.backfill.client import RateLimiter, StudioClient, StudioCredentials
+from sink.backfill.runner import Summary, run_foreground
+from sink.db.pool import create_pool
 from tests.conftest import Sink
 from tests.fakes.studio_api import create_app
 from tests.fakes.studio_data import EPOCH, Execution, FakeStudio
@@ -40,7 +40,7 @@ async def studio_url(fake: FakeStudio, aiohttp_server: AiohttpServer) -> str:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
-    created = await db.create_pool(database_url, size=8, connect_timeout=3)
+    created = await create_pool(database_url, size=8, connect_timeout=3)
     yield created
     await created.close()
 
@@ -137,8 +137,8 @@ async def test_flow_range_pages_through_and_inserts_missed_executions(
     conn: asyncpg.Connection[Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(studio_api, "PAGE_SIZE", 20)
-    monkeypatch.setattr(backfill_worker, "LISTING_BATCH", 15)
+    monkeypatch.setattr("sink.backfill.client.PAGE_SIZE", 20)
+    monkeypatch.setattr("sink.backfill.item.LISTING_BATCH", 15)
     executions = fake.populate(executions=70, steps=2)
     seen: list[Summary] = []
     async with client_for(fake, studio_url) as client:

@@ -86,7 +86,7 @@ async def test_bad_signatures_store_nothing_count_and_log_the_reason(
     assert await table_counts(conn) == (0, 0)
     after = await signature_failures(sink)
     assert after.get(reason, 0) == before.get(reason, 0) + 1
-    refused = [r for r in caplog.records if r.name == "sink.receiver"]
+    refused = [r for r in caplog.records if r.name == "sink.web.receiver"]
     assert refused and getattr(refused[-1], "reason", None) == reason
     assert TOKEN not in caplog.text and OTHER_TOKEN not in caplog.text
     assert TOKEN not in json.dumps(answer)

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sink import lifecycle, replay
 from sink.cli import build_parser
 from sink.config import Settings
+from sink.maintenance import replay, retention
 from tests.conftest import Sink
 from tests.support.studio import STEP, execution_story, sink_test_event
 
@@ -77,7 +77,7 @@ async def test_maintain_drops_expired_data_and_dedup_still_holds(
     await conn.execute("UPDATE sink.rejected_events SET received_at = now() - interval '9 days'")
     executions_before = await conn.fetchval("SELECT count(*) FROM studio.executions")
 
-    report = await lifecycle.maintain(conn, retention_days=2)
+    report = await retention.maintain(conn, retention_days=2)
 
     assert report.partitions_dropped == [partition_name(10)]
     assert await conn.fetchval("SELECT to_regclass($1)", f"sink.{partition_name(10)}") is None
@@ -109,12 +109,12 @@ async def test_maintain_drops_expired_data_and_dedup_still_holds(
 
 async def test_dry_run_changes_nothing(conn: asyncpg.Connection[Any]) -> None:
     await conn.execute("SELECT sink.create_event_partition(current_date - 30)")
-    report = await lifecycle.maintain(conn, retention_days=3, dry_run=True, days_ahead=8)
+    report = await retention.maintain(conn, retention_days=3, dry_run=True, days_ahead=8)
     assert report.partitions_dropped == [partition_name(30)]
     assert report.partitions_created == 1  # the migration created days -1 .. +7
     assert await conn.fetchval("SELECT to_regclass($1)", f"sink.{partition_name(30)}")
     assert await conn.fetchval("SELECT to_regclass($1)", f"sink.{partition_name(-8)}") is None
-    real = await lifecycle.maintain(conn, retention_days=3, days_ahead=8)
+    real = await retention.maintain(conn, retention_days=3, days_ahead=8)
     assert real.partitions_dropped == [partition_name(30)]
     assert await conn.fetchval("SELECT to_regclass($1)", f"sink.{partition_name(-8)}")
 
@@ -127,7 +127,7 @@ async def test_typed_retention_deletes_old_executions_with_their_steps(
     old, recent = execution_story(2, start=now - timedelta(days=10)), execution_story(3)
     for story in (old, recent):
         assert (await sink.post(story))[0] == 200
-    report = await lifecycle.maintain(conn, retention_days=None, typed_retention_days=5)
+    report = await retention.maintain(conn, retention_days=None, typed_retention_days=5)
     assert report.deleted == {"executions": 1, "steps": 2}
     assert await conn.fetchval("SELECT count(*) FROM studio.steps") == 3
     assert (

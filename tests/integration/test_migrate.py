@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sink import migrate
+from sink.db import migrate
 from sink.errors import MigrationError, SchemaBehind
 from tests.support import pg
 

@@ -16,7 +16,8 @@ import asyncpg
 import pytest
 from yarl import URL
 
-from sink import jsontext, signature
+from sink import jsontext
+from sink.ingest import signature
 from tests.conftest import Sink
 from tests.support.studio import execution_story
 from tests.support.twilio import OTHER_TOKEN, TOKEN, sign, signed_request

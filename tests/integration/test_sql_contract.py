@@ -365,7 +365,7 @@ async def test_reader_cannot_write_or_read_internal_tables(
         "SELECT count(*) FROM sink.events",
         "SELECT count(*) FROM sink.event_keys",
         "SELECT count(*) FROM sink.executions",
-        "SELECT sink.enqueue_backfill('missing', 'sql', NULL, NULL, NULL, NULL)",
+        "SELECT sink.enqueue_missing('sql')",
         "CREATE VIEW studio.mine AS SELECT 1 AS one",
     ):
         with pytest.raises(denied):

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from sink import migrate
+from sink.db import migrate
 
 _counter = itertools.count()
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from sink.ui import CSP
-from sink.ui.auth import LOGIN_COOKIE, SESSION_COOKIE, UiAuth, safe_next
+from sink.web.auth import LOGIN_COOKIE, SESSION_COOKIE, UiAuth, safe_next
 from tests.conftest import Sink
 from tests.support.studio import execution_story
 from tests.ui.conftest import ADMIN_TOKEN, csrf_of, login

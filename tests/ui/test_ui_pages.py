@@ -184,7 +184,9 @@ async def test_backfill_button_queues_a_request_and_reports_progress(
     ui: TestClient[Any, Any], ui_sink: Sink, conn: asyncpg.Connection[Any]
 ) -> None:
     if not await conn.fetchval("SELECT to_regprocedure('studio.request_backfill(text)')"):
-        pytest.skip("studio.request_backfill is not in this schema yet (sql/0002_backfill.sql)")
+        pytest.skip(
+            "studio.request_backfill is not in this schema yet (sql/migrations/0002_backfill.sql)"
+        )
     story = execution_story(1)
     await ui_sink.post(story)
     execution = story[0]["data"]["execution_sid"]

@@ -1,0 +1,252 @@
+"""Doing one backfill item: fetch from the Studio REST API, merge into Postgres.
+
+``ItemWorker.run(item)`` returns when the item's data is stored and raises the client's
+errors otherwise (``StudioGone``, ``StudioUnavailable``, ``StudioCredentialsError``,
+``StudioApiError``) or ``UnknownFlow``; the runner (``sink.backfill``) turns those into
+queue states. REST resources are read in both spec shapes (seed v1.27.0 and current):
+only ``sid`` is required; every other field is optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from sink.backfill import queue as q
+from sink.backfill.client import StudioClient, StudioGone
+from sink.twilio import is_sid, optional_int, optional_text, optional_time
+
+log = logging.getLogger(__name__)
+
+LISTING_BATCH: Final = 1000  # executions merged and queued per statement
+STEP_CONTEXT_CHUNK: Final = 100  # step contexts fetched concurrently, then written together
+
+
+class UnknownFlow(Exception):
+    """An execution SID whose flow is not stored: the REST API cannot be asked without it."""
+
+
+def execution_row(body: dict[str, Any], flow_sid: str) -> q.ExecutionRow | None:
+    sid = body.get("sid")
+    if not is_sid(sid, "FN"):
+        return None
+    return q.ExecutionRow(
+        execution_sid=str(sid),
+        flow_sid=flow_sid,
+        account_sid=optional_text(body, "account_sid"),
+        status="ended" if body.get("status") == "ended" else "active",
+        contact_channel_address=optional_text(body, "contact_channel_address"),
+        flow_revision=optional_int(body, "flow_version"),
+        initiated_by=optional_text(body, "initiated_by"),
+        date_created=optional_time(body, "date_created"),
+        date_updated=optional_time(body, "date_updated"),
+    )
+
+
+def step_row(body: dict[str, Any], execution_sid: str, flow_sid: str) -> q.StepRow | None:
+    sid = body.get("sid", body.get("step_sid"))
+    if not is_sid(sid, "FT"):
+        return None
+    return q.StepRow(
+        step_sid=str(sid),
+        execution_sid=execution_sid,
+        flow_sid=flow_sid,
+        account_sid=optional_text(body, "account_sid"),
+        name=optional_text(body, "name"),
+        transitioned_from=optional_text(body, "transitioned_from"),
+        transitioned_to=optional_text(body, "transitioned_to"),
+        parent_step_sid=optional_text(body, "parent_step_sid"),
+        widget_type=optional_text(body, "type"),
+        date_created=optional_time(body, "date_created"),
+        date_updated=optional_time(body, "date_updated"),
+    )
+
+
+def flow_row(body: dict[str, Any], flow_sid: str) -> q.FlowRow:
+    valid = body.get("valid")
+    return q.FlowRow(
+        flow_sid=flow_sid,
+        account_sid=optional_text(body, "account_sid"),
+        friendly_name=optional_text(body, "friendly_name"),
+        status=optional_text(body, "status"),
+        revision=optional_int(body, "revision"),
+        definition=body.get("definition"),
+        commit_message=optional_text(body, "commit_message"),
+        valid=valid if isinstance(valid, bool) else None,
+        date_created=optional_time(body, "date_created"),
+        date_updated=optional_time(body, "date_updated"),
+    )
+
+
+class ItemWorker:
+    """Runs items against one Studio client and one pool; shared by a process's workers."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        client: StudioClient,
+        *,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._client = client
+        self._on_queued = on_queued
+        self._flows_lock = asyncio.Lock()
+        self._flows_seen: set[tuple[str, int | None]] = set()
+
+    async def run(self, item: q.Item) -> None:
+        if item.kind == "flow_range":
+            await self._flow_range(item)
+        else:
+            await self._execution(item)
+
+    # -- a flow and a time range ----------------------------------------------------
+
+    async def _flow_range(self, item: q.Item) -> None:
+        assert item.flow_sid is not None
+        flow = item.flow_sid
+        rows: list[q.ExecutionRow] = []
+        listed = 0
+        async for body in self._client.iter_executions(
+            flow, date_from=item.since, date_to=item.until
+        ):
+            row = execution_row(body, flow)
+            if row is not None:
+                rows.append(row)
+            if len(rows) >= LISTING_BATCH:
+                listed += await self._queue_listed(item.request_id, flow, rows)
+                rows = []
+        listed += await self._queue_listed(item.request_id, flow, rows)
+        log.info("backfill request %d: listing queued %d executions", item.request_id, listed)
+
+    async def _queue_listed(
+        self, request_id: int, flow: str, rows: Sequence[q.ExecutionRow]
+    ) -> int:
+        if not rows:
+            return 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            await q.merge_executions(conn, rows)
+            added = await q.enqueue_listed(conn, request_id, flow, [r.execution_sid for r in rows])
+        if added and self._on_queued is not None:
+            self._on_queued()
+        return added
+
+    # -- one execution --------------------------------------------------------------
+
+    async def _execution(self, item: q.Item) -> None:
+        sid = item.execution_sid
+        assert sid is not None
+        flow = item.flow_sid
+        if flow is None:
+            async with self._pool.acquire() as conn:
+                flow = await q.flow_of(conn, sid)
+        if flow is None:
+            raise UnknownFlow(
+                f"execution {sid} is not stored, so its flow is unknown and the REST API"
+                " cannot be asked for it; backfill its flow and time range instead"
+                " (studio.request_backfill('FW...', since, until))"
+            )
+        try:
+            await self._execution_and_context(item, sid, flow)
+            await self._steps(sid, flow)
+        except StudioGone:
+            async with self._pool.acquire() as conn:
+                await q.mark_execution_gone(conn, sid)
+            raise
+        await self._step_contexts(sid, flow)
+
+    async def _execution_and_context(self, item: q.Item, sid: str, flow: str) -> None:
+        row: q.ExecutionRow | None = None
+        if item.listed:
+            context = await self._client.fetch_execution_context(flow, sid)
+        else:
+            answers: list[Any] = await asyncio.gather(
+                self._client.fetch_execution(flow, sid),
+                self._client.fetch_execution_context(flow, sid),
+                return_exceptions=True,
+            )
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+            row, context = execution_row(answers[0], flow), answers[1]
+        async with self._pool.acquire() as conn, conn.transaction():
+            if row is not None:
+                await q.merge_executions(conn, [row])
+            needs = await q.set_execution_context(conn, sid, context.get("context"))
+        if needs is not None:
+            await self._ensure_flow(flow, needs)
+
+    async def _steps(self, sid: str, flow: str) -> None:
+        rows: list[q.StepRow] = []
+        async for body in self._client.iter_steps(flow, sid):
+            row = step_row(body, sid, flow)
+            if row is not None:
+                rows.append(row)
+            if len(rows) >= LISTING_BATCH:
+                await self._merge_steps(rows)
+                rows = []
+        await self._merge_steps(rows)
+
+    async def _merge_steps(self, rows: Sequence[q.StepRow]) -> None:
+        if rows:
+            async with self._pool.acquire() as conn:
+                await q.merge_steps(conn, rows)
+
+    async def _step_contexts(self, sid: str, flow: str) -> None:
+        async with self._pool.acquire() as conn:
+            pending = await q.steps_without_context(conn, sid)
+        for start in range(0, len(pending), STEP_CONTEXT_CHUNK):
+            chunk = pending[start : start + STEP_CONTEXT_CHUNK]
+            answers = await asyncio.gather(
+                *(self._client.fetch_step_context(flow, sid, step) for step in chunk),
+                return_exceptions=True,
+            )
+            found: list[tuple[str, Any]] = []
+            gone: list[str] = []
+            failure: BaseException | None = None
+            for step, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, StudioGone):
+                    gone.append(step)
+                elif isinstance(answer, BaseException):
+                    failure = failure or answer
+                else:
+                    found.append((step, answer.get("context")))
+            async with self._pool.acquire() as conn, conn.transaction():
+                await q.set_step_contexts(conn, found)
+                await q.mark_steps_gone(conn, gone)
+            if failure is not None:
+                raise failure
+
+    # -- flows ------------------------------------------------------------------------
+
+    async def _ensure_flow(self, flow: str, needs: q.FlowNeeds) -> None:
+        """Fetch the flow and the execution's revision when they are not stored yet."""
+        if needs.flow_known and (needs.revision is None or needs.revision_known):
+            return
+        async with self._flows_lock:
+            if not needs.flow_known and (flow, None) not in self._flows_seen:
+                try:
+                    body = await self._client.fetch_flow(flow)
+                except StudioGone:
+                    log.info("flow %s is gone from the Studio API; not stored", flow)
+                else:
+                    async with self._pool.acquire() as conn:
+                        await q.store_flow(conn, flow_row(body, flow))
+                self._flows_seen.add((flow, None))
+            revision = needs.revision
+            if revision is None or needs.revision_known or (flow, revision) in self._flows_seen:
+                return
+            try:
+                body = await self._client.fetch_flow_revision(flow, revision)
+            except StudioGone:
+                log.info("flow %s revision %d is gone from the Studio API", flow, revision)
+            else:
+                row = flow_row(body, flow)
+                if row.revision is not None:
+                    async with self._pool.acquire() as conn:
+                        await q.store_revision(conn, row)
+            self._flows_seen.add((flow, revision))

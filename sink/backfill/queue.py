@@ -1,0 +1,275 @@
+"""The backfill queue and backfilled data in Postgres: the only backfill module talking SQL.
+
+Functions take a connection (or pool proxy); the SQL behind them lives in
+``sql/migrations/0002_backfill.sql`` where it is more than one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal
+
+from sink import jsontext
+from sink.db.pool import Conn
+from sink.db.queries import query
+
+RequestedBy = Literal["http", "sql", "cli", "auto", "ui"]
+FinalState = Literal["done", "gone", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One claimed queue item."""
+
+    item_id: int
+    request_id: int
+    kind: str  # 'execution' | 'flow_range'
+    flow_sid: str | None
+    execution_sid: str | None
+    since: datetime | None
+    until: datetime | None
+    listed: bool
+    attempts: int
+
+
+@dataclass(slots=True)
+class Progress:
+    """A request's state as ``studio.backfill_requests`` shows it."""
+
+    request_id: int
+    kind: str
+    status: str  # 'queued' | 'running' | 'finished'
+    items_total: int
+    items_done: int
+    items_failed: int
+    items_gone: int
+    created_at: datetime
+    finished_at: datetime | None
+    requested_by: str
+    error: str | None
+    flow_sid: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    failures: list[tuple[str | None, str, str | None]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def items_finished(self) -> int:
+        return self.items_done + self.items_failed + self.items_gone
+
+
+@dataclass(frozen=True, slots=True)
+class FlowNeeds:
+    """After an execution's context is stored: its revision, and what is not stored yet."""
+
+    revision: int | None
+    flow_known: bool
+    revision_known: bool
+
+
+async def enqueue(
+    conn: Conn,
+    kind: Literal["executions", "flow", "missing"],
+    requested_by: RequestedBy,
+    *,
+    execution_sids: Sequence[str] | None = None,
+    flow_sid: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """Queue a request; raises asyncpg's InvalidParameterValueError on bad SIDs/ranges."""
+    rid: int
+    if kind == "executions":
+        sids = list(execution_sids) if execution_sids is not None else None
+        rid = await conn.fetchval(query("enqueue_executions"), requested_by, sids)
+    elif kind == "flow":
+        rid = await conn.fetchval(query("enqueue_flow_range"), requested_by, flow_sid, since, until)
+    else:
+        rid = await conn.fetchval(query("enqueue_missing"), requested_by)
+    return rid
+
+
+async def enqueue_listed(conn: Conn, request_id: int, flow_sid: str, sids: Sequence[str]) -> int:
+    added: int = await conn.fetchval(
+        query("enqueue_listed_executions"), request_id, flow_sid, list(sids)
+    )
+    return added
+
+
+async def claim(conn: Conn, token: str, lease: float, request_id: int | None) -> Item | None:
+    row = await conn.fetchrow(query("claim_item"), token, lease, request_id)
+    return Item(**dict(row)) if row is not None else None
+
+
+async def extend(conn: Conn, tokens: Sequence[str], lease: float) -> None:
+    await conn.execute(query("extend_leases"), list(tokens), lease)
+
+
+async def finish(
+    conn: Conn, item: Item, token: str, state: FinalState, reason: str | None = None
+) -> bool:
+    status: str = await conn.execute(query("finish_item"), item.item_id, token, state, reason)
+    return status.endswith(" 1")
+
+
+async def retry(
+    conn: Conn, item: Item, token: str, reason: str, delay: float, *, refund: bool = False
+) -> bool:
+    """Back to the queue after ``delay`` s; ``refund`` gives the attempt back (shutdown)."""
+    status: str = await conn.execute(
+        query("retry_item"), item.item_id, token, reason, delay, refund
+    )
+    return status.endswith(" 1")
+
+
+async def fail_request(conn: Conn, request_id: int, reason: str) -> int:
+    """Fail every open item of the request at once; how many there were."""
+    failed: int = await conn.fetchval(query("fail_request"), request_id, reason)
+    return failed
+
+
+async def progress(conn: Conn, request_id: int, *, failures: int = 0) -> Progress | None:
+    row = await conn.fetchrow(query("request_progress"), request_id)
+    if row is None:
+        return None
+    found = Progress(**dict(row))
+    if failures and (found.items_failed or found.items_gone):
+        rows = await conn.fetch(query("request_failures"), request_id, failures)
+        found.failures = [(r["sid"], r["state"], r["reason"]) for r in rows]
+    return found
+
+
+async def queue_depth(conn: Conn) -> int:
+    depth: int = await conn.fetchval(query("queue_depth"))
+    return depth
+
+
+async def next_due(conn: Conn, request_id: int | None) -> float | None:
+    """Seconds until an open item (of the request, or any) may be claimed; None if none."""
+    due: float | None = await conn.fetchval(query("next_due"), request_id)
+    return due
+
+
+async def flow_of(conn: Conn, execution_sid: str) -> str | None:
+    flow: str | None = await conn.fetchval(query("flow_of_execution"), execution_sid)
+    return flow
+
+
+# -- backfilled data -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRow:
+    execution_sid: str
+    flow_sid: str
+    account_sid: str | None
+    status: str
+    contact_channel_address: str | None
+    flow_revision: int | None
+    initiated_by: str | None
+    date_created: datetime | None
+    date_updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    step_sid: str
+    execution_sid: str
+    flow_sid: str
+    account_sid: str | None
+    name: str | None
+    transitioned_from: str | None
+    transitioned_to: str | None
+    parent_step_sid: str | None
+    widget_type: str | None
+    date_created: datetime | None
+    date_updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRow:
+    flow_sid: str
+    account_sid: str | None
+    friendly_name: str | None
+    status: str | None
+    revision: int | None
+    definition: Any
+    commit_message: str | None
+    valid: bool | None
+    date_created: datetime | None
+    date_updated: datetime | None
+
+    def args(self) -> list[Any]:
+        definition = None if self.definition is None else jsontext.dumps(self.definition)
+        return [
+            self.flow_sid,
+            self.account_sid,
+            self.friendly_name,
+            self.status,
+            self.revision,
+            definition,
+            self.commit_message,
+            self.valid,
+            self.date_created,
+            self.date_updated,
+        ]
+
+
+def _columns(rows: Sequence[Any], kind: type) -> list[list[Any]]:
+    return [[getattr(row, f.name) for row in rows] for f in fields(kind)]
+
+
+async def merge_executions(conn: Conn, rows: Sequence[ExecutionRow]) -> None:
+    if rows:
+        unique = list({row.execution_sid: row for row in rows}.values())
+        await conn.execute(query("merge_api_executions"), *_columns(unique, ExecutionRow))
+
+
+async def set_execution_context(conn: Conn, execution_sid: str, context: Any) -> FlowNeeds | None:
+    row = await conn.fetchrow(
+        query("set_execution_context"), execution_sid, jsontext.dumps(context)
+    )
+    if row is None:
+        return None
+    return FlowNeeds(row["flow_revision"], row["flow_known"], row["revision_known"])
+
+
+async def merge_steps(conn: Conn, rows: Sequence[StepRow]) -> None:
+    if rows:
+        unique = list({row.step_sid: row for row in rows}.values())
+        await conn.execute(query("merge_api_steps"), *_columns(unique, StepRow))
+
+
+async def steps_without_context(conn: Conn, execution_sid: str) -> list[str]:
+    rows = await conn.fetch(query("steps_without_context"), execution_sid)
+    return [r["step_sid"] for r in rows]
+
+
+async def set_step_contexts(conn: Conn, contexts: Sequence[tuple[str, Any]]) -> None:
+    if contexts:
+        ordered = sorted(contexts, key=lambda pair: pair[0])  # lock rows as ingest does
+        sids = [sid for sid, _ in ordered]
+        texts = [jsontext.dumps(ctx) for _, ctx in ordered]
+        await conn.execute(query("set_step_contexts"), sids, texts)
+
+
+async def mark_execution_gone(conn: Conn, execution_sid: str) -> None:
+    await conn.execute(query("mark_execution_gone"), execution_sid)
+
+
+async def mark_steps_gone(conn: Conn, step_sids: Sequence[str]) -> None:
+    if step_sids:
+        await conn.execute(query("mark_steps_gone"), list(step_sids))
+
+
+async def store_flow(conn: Conn, flow: FlowRow) -> None:
+    await conn.execute(query("upsert_flow"), *flow.args())
+
+
+async def store_revision(conn: Conn, revision: FlowRow) -> None:
+    await conn.execute(query("upsert_flow_revision"), *revision.args())

@@ -1,0 +1,293 @@
+"""Backfill workers: claim queue items, run them, record the outcome.
+
+One ``Runner`` per process holds the Studio client (so one rate limiter and one
+concurrency cap for every worker) and runs worker loops. ``studio-sink serve`` runs them
+in ``BackfillService`` (woken by LISTEN/NOTIFY, polling every ``POLL_SECONDS`` as a
+fallback); ``studio-sink backfill`` runs the same loops in the foreground for one request
+through ``run_foreground``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import asyncpg
+
+from sink.backfill import queue as q
+from sink.backfill.client import (
+    StudioApiError,
+    StudioClient,
+    StudioCredentials,
+    StudioCredentialsError,
+    StudioGone,
+    StudioUnavailable,
+)
+from sink.backfill.item import ItemWorker, UnknownFlow
+from sink.config import Settings
+from sink.db.pool import DB_ERRORS, is_transient, unavailable
+from sink.errors import ConfigError
+from sink.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS: Final = 2.0
+LEASE_SECONDS: Final = 60.0
+FAILURES_SHOWN: Final = 20
+
+Summary = q.Progress
+"""What a request came to: counts by outcome, and the first failures."""
+
+ProgressCallback = Callable[[Summary], None]
+
+
+def studio_credentials(settings: Settings) -> StudioCredentials:
+    """API key (preferred) or Account SID + the first auth token; ConfigError if neither."""
+    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
+        return StudioCredentials(
+            settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value()
+        )
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        return StudioCredentials(
+            settings.twilio_account_sid, settings.twilio_auth_token[0].get_secret_value()
+        )
+    raise ConfigError(
+        "no Studio REST API credentials: set SINK_TWILIO_API_KEY_SID and"
+        " SINK_TWILIO_API_KEY_SECRET (preferred), or SINK_TWILIO_ACCOUNT_SID with"
+        " SINK_TWILIO_AUTH_TOKEN"
+    )
+
+
+def make_client(settings: Settings, metrics: Metrics | None = None) -> StudioClient:
+    """The Studio client for this process, counting calls and retries in ``metrics``."""
+    on_call = on_retry = None
+    if metrics is not None:
+        calls, retries = metrics.studio_api_calls, metrics.studio_api_retries
+
+        def on_call(endpoint: str, status: int | None) -> None:
+            calls.labels(endpoint, str(status) if status is not None else "error").inc()
+
+        def on_retry(endpoint: str) -> None:
+            retries.labels(endpoint).inc()
+
+    return StudioClient(
+        settings.studio_base_url,
+        studio_credentials(settings),
+        rate_per_second=settings.backfill_rate_limit,
+        max_concurrency=settings.backfill_concurrency,
+        on_call=on_call,
+        on_retry=on_retry,
+    )
+
+
+class Runner:
+    """Worker loops sharing one client: claim an item, run it, record its outcome."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        client: StudioClient,
+        *,
+        max_attempts: int,
+        metrics: Metrics | None = None,
+        lease: float = LEASE_SECONDS,
+        retry_base: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._lease = lease
+        self._retry_base = retry_base
+        self._tokens: set[str] = set()
+        self.wake = asyncio.Event()
+        self.stopping = False  # set by stop(): loops end after their current item
+        self._items = ItemWorker(pool, client, on_queued=self.wake.set)
+        self._random = random.SystemRandom()
+
+    async def work(self, request_id: int | None = None) -> None:
+        """One worker loop: every request's items, or (foreground) one request's until done."""
+        while not self.stopping:
+            self.wake.clear()
+            token = uuid.uuid4().hex
+            wait = POLL_SECONDS
+            try:
+                async with self._pool.acquire() as conn:
+                    item = await q.claim(conn, token, self._lease, request_id)
+                    if item is None:
+                        due = await q.next_due(conn, request_id)
+                        if due is None and request_id is not None:
+                            return  # the request has no open item left
+                        wait = min(POLL_SECONDS, max(0.01, due or POLL_SECONDS))
+            except DB_ERRORS as exc:
+                log.warning("backfill worker cannot reach the queue: %s", unavailable(exc))
+                item = None
+            if item is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), wait)
+                continue
+            await self._handle(item, token)
+            self.wake.set()  # idle loops look again: the item may have finished a request
+
+    def stop(self) -> None:
+        """Ask the loops to end after their current item (cancelling a query mid-way
+        leaves asyncpg connections in a bad state; cancel only what does not end)."""
+        self.stopping = True
+        self.wake.set()
+
+    async def heartbeat(self) -> None:
+        """Renews the leases of the items being worked on, so no one else claims them."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            if not self._tokens:
+                continue
+            try:
+                async with self._pool.acquire() as conn:
+                    await q.extend(conn, list(self._tokens), self._lease)
+            except DB_ERRORS as exc:
+                log.warning("cannot renew backfill leases: %s", unavailable(exc))
+
+    async def _handle(self, item: q.Item, token: str) -> None:
+        self._tokens.add(token)
+        try:
+            await self._run(item, token)
+        except asyncio.CancelledError:
+            # stopping: hand the item back at once, without counting the attempt
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._record_retry(item, token, "worker stopped", 0, True))
+            raise
+        finally:
+            self._tokens.discard(token)
+
+    async def _run(self, item: q.Item, token: str) -> None:
+        if item.attempts > self._max_attempts:
+            reason = f"its worker stopped {item.attempts - 1} times while running it"
+            await self._finish(item, token, "failed", reason)
+            return
+        try:
+            await self._items.run(item)
+        except StudioGone as exc:
+            await self._finish(item, token, "gone", str(exc))
+        except StudioCredentialsError as exc:
+            log.error("backfill request %d failed: %s", item.request_id, exc)
+            await self._fail_request(item, str(exc))
+        except (StudioApiError, UnknownFlow) as exc:
+            # includes StudioUnavailable: retried below unless out of attempts
+            if not isinstance(exc, StudioUnavailable):
+                await self._finish(item, token, "failed", str(exc))
+            else:
+                await self._retry_or_fail(item, token, str(exc))
+        except DB_ERRORS as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
+                log.exception("backfill request %d: the database refused", item.request_id)
+                await self._finish(item, token, "failed", f"Postgres refused: {exc}")
+            else:
+                await self._retry_or_fail(item, token, str(unavailable(exc)))
+        except Exception as exc:  # a worker must outlive any one item
+            log.exception("backfill request %d: unexpected error", item.request_id)
+            await self._retry_or_fail(item, token, f"unexpected error: {exc!r}")
+        else:
+            await self._finish(item, token, "done")
+
+    async def _retry_or_fail(self, item: q.Item, token: str, reason: str) -> None:
+        if item.attempts >= self._max_attempts:
+            await self._finish(
+                item, token, "failed", f"{reason} (gave up after {item.attempts} attempts)"
+            )
+            return
+        delay = min(300.0, self._retry_base * 2 ** (item.attempts - 1))
+        delay *= self._random.uniform(0.5, 1.0)
+        log.info(
+            "backfill request %d: item %d retried in %.1f s: %s",
+            item.request_id,
+            item.item_id,
+            delay,
+            reason,
+        )
+        await self._record_retry(item, token, reason, delay, False)
+
+    async def _record_retry(
+        self, item: q.Item, token: str, reason: str, delay: float, refund: bool
+    ) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await q.retry(conn, item, token, reason, delay, refund=refund)
+        except DB_ERRORS as exc:
+            log.warning("backfill item %d stays leased: %s", item.item_id, unavailable(exc))
+
+    async def _finish(
+        self, item: q.Item, token: str, state: q.FinalState, reason: str | None = None
+    ) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                recorded = await q.finish(conn, item, token, state, reason)
+        except DB_ERRORS as exc:
+            log.warning("backfill item %d stays leased: %s", item.item_id, unavailable(exc))
+            return
+        if recorded and self._metrics is not None:
+            self._metrics.backfill_items.labels(state).inc()
+        if state == "failed":
+            log.warning(
+                "backfill request %d: item %d failed: %s", item.request_id, item.item_id, reason
+            )
+
+    async def _fail_request(self, item: q.Item, reason: str) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                failed = await q.fail_request(conn, item.request_id, reason)
+        except DB_ERRORS as exc:
+            log.warning("backfill request %d stays open: %s", item.request_id, unavailable(exc))
+            return
+        if self._metrics is not None:
+            self._metrics.backfill_items.labels("failed").inc(failed)
+
+
+async def run_foreground(
+    pool: asyncpg.Pool[Any],
+    client: StudioClient,
+    request_id: int,
+    progress: ProgressCallback | None = None,
+    *,
+    workers: int = 4,
+    max_attempts: int = 8,
+    retry_base: float = 1.0,
+    metrics: Metrics | None = None,
+    progress_interval: float = 0.25,
+) -> Summary:
+    """Run one request's items in this process until none is left; its final summary.
+
+    Items other processes hold are waited for, not taken. ``progress`` is called with the
+    request's state every ``progress_interval`` seconds and once at the end.
+    """
+    runner = Runner(pool, client, max_attempts=max_attempts, metrics=metrics, retry_base=retry_base)
+
+    async def report() -> None:
+        while True:
+            async with pool.acquire() as conn:
+                current = await q.progress(conn, request_id)
+            if current is not None and progress is not None:
+                progress(current)
+            await asyncio.sleep(progress_interval)
+
+    helpers = [asyncio.create_task(runner.heartbeat())]
+    if progress is not None:
+        helpers.append(asyncio.create_task(report()))
+    try:
+        await asyncio.gather(*(runner.work(request_id) for _ in range(max(1, workers))))
+    finally:
+        for task in helpers:
+            task.cancel()
+        for task in helpers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    async with pool.acquire() as conn:
+        summary = await q.progress(conn, request_id, failures=FAILURES_SHOWN)
+    if summary is None:
+        raise ConfigError(f"backfill request {request_id} does not exist")
+    if progress is not None:
+        progress(summary)
+    return summary

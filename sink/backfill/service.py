@@ -1,0 +1,174 @@
+"""Backfill inside ``studio-sink serve``: workers, LISTEN/NOTIFY wake-ups, auto mode.
+
+``BackfillService`` lives for the app's lifetime: ``start(pool, dsn)`` after the pool is
+open, ``stop()`` before it closes (``sink.app`` does both in an aiohttp cleanup
+context). Workers start only when ``SINK_BACKFILL_WORKERS`` > 0 and Studio credentials
+are set; requests queued meanwhile wait for a process that can run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from sink.backfill import queue as q
+from sink.backfill.client import StudioClient
+from sink.backfill.runner import POLL_SECONDS, Runner, make_client
+from sink.config import Settings
+from sink.constants import BACKFILL_CHANNEL
+from sink.db.pool import DB_ERRORS
+from sink.errors import ConfigError
+from sink.ingest.cloudevents import Event
+from sink.ingest.studio_facts import ExecutionFacts
+from sink.metrics import Metrics
+from sink.twilio import EXECUTION_ENDED
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 5.0
+AUTO_BATCH_SECONDS = 0.5
+
+
+class AutoBackfill:
+    """SINK_AUTO_BACKFILL: each stored execution.ended event queues its execution."""
+
+    def __init__(self) -> None:
+        self._sids: list[str] = []
+        self._ready = asyncio.Event()
+
+    def collect(self, events: list[Event]) -> None:
+        """The writer's on_committed hook: cheap, synchronous, never touches the database."""
+        for event in events:
+            if event.type == EXECUTION_ENDED and isinstance(event.studio, ExecutionFacts):
+                self._sids.append(event.studio.execution_sid)
+                self._ready.set()
+
+    async def run(self, pool: asyncpg.Pool[Any]) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                await asyncio.sleep(AUTO_BATCH_SECONDS)  # gather a batch per request
+                await self.flush(pool)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.flush(pool))
+
+    async def flush(self, pool: asyncpg.Pool[Any]) -> None:
+        self._ready.clear()
+        sids, self._sids = self._sids, []
+        if not sids:
+            return
+        try:
+            async with pool.acquire() as conn:
+                rid = await q.enqueue(conn, "executions", "auto", execution_sids=sids)
+            log.info("backfill request %d queued for %d ended executions", rid, len(sids))
+        except DB_ERRORS as exc:
+            log.warning(
+                "%d ended executions not queued for backfill (`studio-sink backfill --missing`"
+                " catches up): %s",
+                len(sids),
+                exc,
+            )
+
+
+class BackfillService:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._auto = AutoBackfill() if settings.auto_backfill else None
+        self._client: StudioClient | None = None
+        self._runner: Runner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.unavailable_reason: str | None = None
+
+    @property
+    def on_committed(self) -> Callable[[list[Event]], None] | None:
+        """The writer hook for SINK_AUTO_BACKFILL; None (no cost at all) when it is off."""
+        return self._auto.collect if self._auto is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    async def start(self, pool: asyncpg.Pool[Any], dsn: str) -> None:
+        if self._auto is not None:
+            self._spawn(self._auto.run(pool), "auto-backfill")
+        workers = self._settings.backfill_workers
+        if workers == 0:
+            self.unavailable_reason = "SINK_BACKFILL_WORKERS=0 in this process"
+            return
+        try:
+            self._client = make_client(self._settings, self._metrics)
+        except ConfigError as exc:
+            self.unavailable_reason = str(exc)
+            log.warning("backfill workers not started: %s", exc)
+            return
+        runner = Runner(
+            pool,
+            self._client,
+            max_attempts=self._settings.backfill_max_attempts,
+            metrics=self._metrics,
+        )
+        self._runner = runner
+        self._spawn(self._listen(dsn, pool, runner), "backfill-listen")
+        self._spawn(runner.heartbeat(), "backfill-heartbeat")
+        for n in range(workers):
+            self._spawn(runner.work(), f"backfill-worker-{n}")
+        log.info("%d backfill workers started", workers)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+            workers = [t for t in self._tasks if t.get_name().startswith("backfill-worker")]
+            if workers:
+                await asyncio.wait(workers, timeout=grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # stopping goes on whatever one task died of
+                log.exception("backfill task %s failed", task.get_name())
+        self._tasks.clear()
+        self._runner = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _listen(self, dsn: str, pool: asyncpg.Pool[Any], runner: Runner) -> None:
+        """LISTEN on a dedicated connection; wake the workers every POLL_SECONDS anyway."""
+
+        def notified(*_: object) -> None:
+            runner.wake.set()
+
+        while True:
+            conn: asyncpg.Connection[Any] | None = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=self._settings.db_connect_timeout)
+                await conn.add_listener(BACKFILL_CHANNEL, notified)
+                while not conn.is_closed():
+                    await self._poll(pool, runner)
+            except DB_ERRORS as exc:
+                log.debug("backfill LISTEN connection lost (%s); polling", type(exc).__name__)
+                await self._poll(pool, runner)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(*DB_ERRORS):
+                        await asyncio.shield(conn.close(timeout=2))
+
+    async def _poll(self, pool: asyncpg.Pool[Any], runner: Runner) -> None:
+        await asyncio.sleep(POLL_SECONDS)
+        runner.wake.set()
+        with contextlib.suppress(*DB_ERRORS):
+            async with pool.acquire(timeout=1.0) as conn:
+                self._metrics.backfill_queue_depth.set(await q.queue_depth(conn))

@@ -1,0 +1,1 @@
+"""Postgres: connecting, classifying errors, migrations, the embedded server, named queries."""

@@ -1,0 +1,262 @@
+"""CloudEvents parsing for Event Streams deliveries. Pure: no I/O.
+
+Accepts a JSON array of structured CloudEvents (what Twilio sends), a single structured
+event, and binary mode (``ce-*`` headers). Unlike the cloudevents SDK, it never invents an
+``id`` or ``time``: an event that lacks a required attribute is rejected with that reason,
+and every rejected element is returned with its raw bytes so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import unquote
+
+from sink import jsontext
+from sink.ingest.studio_facts import StudioDataError, StudioFacts, studio_facts
+from sink.twilio import parse_timestamp
+
+REQUIRED: Final = ("specversion", "id", "source", "type")
+STRING_OPTIONAL: Final = ("dataschema", "datacontenttype", "subject")
+KNOWN: Final = frozenset((*REQUIRED, *STRING_OPTIONAL, "time", "data", "data_base64"))
+
+
+@dataclass(slots=True)
+class Event:
+    """One valid CloudEvent, ready to store."""
+
+    event_id: str
+    source: str
+    type: str
+    specversion: str
+    time: datetime | None
+    dataschema: str | None
+    datacontenttype: str | None
+    subject: str | None
+    data_json: str | None
+    extensions_json: str | None
+    studio: StudioFacts | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Something that arrived signed but could not be accepted, kept with its reason."""
+
+    reason: str  # bounded code, usable as a metric label
+    detail: str  # for people: what is wrong and what would fix it
+    raw: bytes
+    event_type: str | None = None
+    event_id: str | None = None
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    events: list[Event] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    # True when the body as a whole is unusable (answer 400, keep it in rejected_events)
+    fatal: bool = False
+
+
+class ElementError(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _decode_data(value: Any, contenttype: str | None) -> Any:
+    """``data`` may arrive as a JSON-encoded string: decode it when it is JSON."""
+    if isinstance(value, str) and _is_json_type(contenttype):
+        stripped = value.lstrip()
+        if stripped[:1] in ("{", "["):
+            try:
+                return jsontext.loads(value)
+            except jsontext.JsonError:
+                return value
+    return value
+
+
+def _is_json_type(contenttype: str | None) -> bool:
+    if contenttype is None:
+        return True
+    media = contenttype.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json") or media == "text/json"
+
+
+def build_event(element: Any, *, check_storable: bool) -> Event:
+    """Validate one structured CloudEvent (a decoded JSON object)."""
+    if not isinstance(element, dict):
+        raise ElementError(
+            "not_an_object",
+            f"a CloudEvent must be a JSON object, got {type(element).__name__}",
+        )
+    for name in REQUIRED:
+        value = element.get(name)
+        if value is None:
+            raise ElementError(
+                "missing_attribute",
+                f"CloudEvent lacks required attribute '{name}'; it is kept here rather than"
+                " given an invented value",
+            )
+        if not isinstance(value, str) or not value:
+            raise ElementError(
+                "invalid_attribute", f"attribute '{name}' must be a non-empty string"
+            )
+    if element["specversion"] != "1.0":
+        raise ElementError(
+            "unsupported_specversion",
+            f"specversion {element['specversion'][:20]!r} is not supported (only 1.0)",
+        )
+    for name in STRING_OPTIONAL:
+        value = element.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ElementError("invalid_attribute", f"attribute '{name}' must be a string")
+    time: datetime | None = None
+    raw_time = element.get("time")
+    if raw_time is not None:
+        if not isinstance(raw_time, str):
+            raise ElementError("invalid_attribute", "attribute 'time' must be a string")
+        try:
+            time = parse_timestamp(raw_time, assume_utc=False)
+        except ValueError:
+            raise ElementError(
+                "invalid_attribute",
+                f"attribute 'time' {raw_time[:40]!r} is not an RFC 3339 timestamp",
+            ) from None
+    if check_storable:
+        problem = jsontext.storable_problem(element)
+        if problem:
+            raise ElementError("unstorable_value", f"the event {problem}")
+
+    contenttype = element.get("datacontenttype")
+    data = _decode_data(element.get("data"), contenttype)
+    extensions = {k: v for k, v in element.items() if k not in KNOWN}
+    if "data_base64" in element:
+        extensions["data_base64"] = element["data_base64"]
+    event_type: str = element["type"]
+    try:
+        facts = studio_facts(event_type, data)
+    except StudioDataError as exc:
+        raise ElementError("invalid_studio_data", str(exc)) from None
+    try:
+        data_json = None if data is None else jsontext.dumps(data)
+        extensions_json = jsontext.dumps(extensions) if extensions else None
+    except jsontext.JsonError as exc:
+        raise ElementError("unstorable_value", f"the event {exc}") from None
+    return Event(
+        event_id=element["id"],
+        source=element["source"],
+        type=event_type,
+        specversion=element["specversion"],
+        time=time,
+        dataschema=element.get("dataschema"),
+        datacontenttype=contenttype,
+        subject=element.get("subject"),
+        data_json=data_json,
+        extensions_json=extensions_json,
+        studio=facts,
+    )
+
+
+def _reject_element(element: Any, error: ElementError, body: bytes) -> Rejection:
+    if isinstance(element, dict):
+        raw = _safe_dump(element, body)
+        return Rejection(
+            reason=error.reason,
+            detail=error.detail,
+            raw=raw,
+            event_type=_str_or_none(element.get("type")),
+            event_id=_str_or_none(element.get("id")),
+            source=_str_or_none(element.get("source")),
+        )
+    return Rejection(reason=error.reason, detail=error.detail, raw=_safe_dump(element, body))
+
+
+def _str_or_none(value: Any) -> str | None:
+    if isinstance(value, str) and "\x00" not in value:
+        return value[:500]
+    return None
+
+
+def _safe_dump(value: Any, body: bytes) -> bytes:
+    """The element as JSON; the whole body when it cannot be written on its own."""
+    try:
+        return jsontext.dumps(value).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError):
+        return body
+
+
+def parse_structured(body: bytes) -> Delivery:
+    """A JSON array of CloudEvents, or one CloudEvent object."""
+    try:
+        decoded = jsontext.loads(body)
+    except jsontext.JsonError as exc:
+        return _fatal(body, "not_json", f"the body is not valid JSON: {exc}")
+    check = jsontext.needs_storable_check(body)
+    if isinstance(decoded, dict):
+        elements: list[Any] = [decoded]
+    elif isinstance(decoded, list):
+        elements = decoded
+    else:
+        return _fatal(
+            body,
+            "not_cloudevents",
+            "the body is JSON but neither a CloudEvent object nor an array of them",
+        )
+    delivery = Delivery()
+    for element in elements:
+        try:
+            delivery.events.append(build_event(element, check_storable=check))
+        except ElementError as error:
+            delivery.rejected.append(_reject_element(element, error, body))
+    if elements and not delivery.events:
+        delivery.fatal = True
+    return delivery
+
+
+def parse_binary(headers: Mapping[str, str], body: bytes) -> Delivery:
+    """Binary content mode: attributes in ``ce-*`` headers, the data in the body."""
+    element: dict[str, Any] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("ce-") and len(lower) > 3:
+            element[lower[3:]] = unquote(value)
+    contenttype = headers.get("Content-Type") or headers.get("content-type")
+    if contenttype:
+        element["datacontenttype"] = contenttype
+    if body:
+        if _is_json_type(contenttype):
+            try:
+                element["data"] = jsontext.loads(body)
+            except jsontext.JsonError as exc:
+                return _fatal(body, "not_json", f"binary-mode data is not valid JSON: {exc}")
+        else:
+            try:
+                element["data"] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                return _fatal(body, "not_utf8", "binary-mode data is neither JSON nor UTF-8 text")
+    delivery = Delivery()
+    try:
+        delivery.events.append(build_event(element, check_storable=True))
+    except ElementError as error:
+        rejection = _reject_element(element, error, body)
+        delivery.rejected.append(rejection)
+        delivery.fatal = True
+    return delivery
+
+
+def is_binary_mode(headers: Mapping[str, str]) -> bool:
+    return any(name.lower() == "ce-specversion" for name in headers)
+
+
+def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
+    if is_binary_mode(headers):
+        return parse_binary(headers, body)
+    return parse_structured(body)
+
+
+def _fatal(body: bytes, reason: str, detail: str) -> Delivery:
+    return Delivery(rejected=[Rejection(reason=reason, detail=detail, raw=body)], fatal=True)

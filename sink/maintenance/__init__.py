@@ -1,0 +1,1 @@
+"""Stage 4, the data's life cycle: partitions and retention, replay, export."""

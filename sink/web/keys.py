@@ -1,0 +1,27 @@
+"""Every typed key of the app's and the requests' state, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from sink.backfill.service import BackfillService
+from sink.config import Settings
+from sink.ingest.writer import GroupCommitWriter
+from sink.metrics import Metrics
+from sink.web.auth import Session, UiAuth
+from sink.web.health import Health
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool")
+DSN = web.AppKey("dsn", str)
+WRITER = web.AppKey("writer", GroupCommitWriter)
+HEALTH = web.AppKey("health", Health)
+BACKFILL = web.AppKey("backfill", BackfillService)
+UI_AUTH = web.AppKey("ui_auth", UiAuth)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+SESSION = web.RequestKey("ui_session", Session)

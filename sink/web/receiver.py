@@ -1,0 +1,189 @@
+"""POST /events: verify, parse, hand to the group-commit writer, answer after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+from sink.config import Settings
+from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
+from sink.ingest import signature
+from sink.ingest.cloudevents import Delivery, parse_delivery
+from sink.metrics import Metrics, type_label
+from sink.twilio import TEST_EVENT_TYPE
+from sink.web.keys import HEALTH, METRICS, REQUEST_ID, SETTINGS, WRITER
+from sink.web.responses import error_response
+
+log = logging.getLogger(__name__)
+
+
+def signed_url(request: web.Request, settings: Settings) -> str:
+    """The URL Twilio signed: SINK_PUBLIC_URL's origin and path with the query received,
+    or the URL rebuilt from the request (and trusted X-Forwarded-* headers)."""
+    raw_query = urlsplit(request.raw_path).query
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        return urlunsplit((public.scheme, public.netloc, public.path, raw_query, ""))
+    scheme = request.scheme
+    host = request.host
+    if settings.trust_forwarded:
+        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    return f"{scheme}://{host}{request.raw_path}"
+
+
+def check_signature(
+    request: web.Request, body: bytes, settings: Settings
+) -> signature.SignatureCheck:
+    if not settings.verify_signature:
+        return signature.VALID
+    return signature.verify(
+        urls=[signed_url(request, settings)],
+        body=body,
+        signature=request.headers.get(signature.SIGNATURE_HEADER),
+        settings_header=request.headers.get(signature.SETTINGS_HEADER),
+        auth_tokens=settings.auth_tokens(),
+        shared_keys=settings.shared_keys(),
+    )
+
+
+def _count(metrics: Metrics, outcome: str, types: Iterable[str | None]) -> None:
+    """One counter update per event type and delivery, not per event."""
+    for event_type, n in Counter(type_label(t) for t in types).items():
+        metrics.events.labels(event_type, outcome).inc(n)
+
+
+def _count_parsed(metrics: Metrics, delivery: Delivery) -> None:
+    _count(metrics, "received", (event.type for event in delivery.events))
+    _count(metrics, "rejected", (rejection.event_type for rejection in delivery.rejected))
+
+
+async def _read_body(request: web.Request, settings: Settings) -> bytes | web.Response:
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        return error_response(
+            413,
+            "body_too_large",
+            f"the body is {length} bytes, over the limit of {settings.max_body_bytes}"
+            " (SINK_MAX_BODY_BYTES)",
+        )
+    try:
+        return await asyncio.wait_for(request.read(), settings.client_timeout)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            413,
+            "body_too_large",
+            f"the body is over the limit of {settings.max_body_bytes} bytes (SINK_MAX_BODY_BYTES)",
+        )
+    except TimeoutError:
+        return error_response(
+            503,
+            "body_timeout",
+            f"the body did not arrive within {settings.client_timeout} s; send it again",
+            retry_after=1,
+        )
+
+
+async def handle_events(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    response = await _handle(request, settings, metrics, started)
+    metrics.deliveries.labels(str(response.status)).inc()
+    metrics.delivery_seconds.observe(time.perf_counter() - started)
+    return response
+
+
+async def _handle(
+    request: web.Request, settings: Settings, metrics: Metrics, started: float
+) -> web.StreamResponse:
+    if request.app[HEALTH].draining:
+        response = error_response(
+            503, "shutting_down", "the sink is shutting down; retry", retry_after=1
+        )
+        response.force_close()
+        return response
+    # A full queue refuses before reading and parsing: under overload, a delivery that will
+    # get 429 anyway must not cost a parse (docs/benchmarks.md, overload at 2x).
+    pending = request.app[WRITER].pending_events
+    if pending >= settings.max_pending_events:
+        return error_response(
+            429,
+            "overloaded",
+            f"{pending} events are waiting to be written (limit {settings.max_pending_events},"
+            " SINK_MAX_PENDING_EVENTS); retry shortly",
+            retry_after=1,
+        )
+    body = await _read_body(request, settings)
+    if isinstance(body, web.Response):
+        return body
+    check = check_signature(request, body, settings)
+    if not check.ok:
+        reason = check.reason or "bad_signature"
+        metrics.signature_failures.labels(reason).inc()
+        log.warning("delivery refused: %s", check.explanation, extra={"reason": reason})
+        return error_response(
+            401,
+            "invalid_signature",
+            f"{check.explanation}. Check that SINK_TWILIO_AUTH_TOKEN holds this account's"
+            " Auth Token and that SINK_PUBLIC_URL is the exact URL configured in Twilio.",
+            reason=reason,
+        )
+
+    delivery = parse_delivery(request.headers, body)
+    _count_parsed(metrics, delivery)
+    request_id = request[REQUEST_ID]
+    writer = request.app[WRITER]
+    try:
+        future = writer.submit(request_id, delivery.events, delivery.rejected)
+    except Overloaded as exc:
+        return error_response(429, "overloaded", str(exc), retry_after=1)
+    except ShuttingDown as exc:
+        return error_response(503, "shutting_down", str(exc), retry_after=1)
+
+    budget = settings.delivery_timeout - (time.perf_counter() - started)
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(future), max(budget, 0.01))
+    except TimeoutError:
+        timeout = CommitTimeout(
+            f"the commit did not finish within {settings.delivery_timeout} s"
+            " (SINK_DELIVERY_TIMEOUT); Twilio will retry and duplicates are ignored"
+        )
+        log.warning("%s", timeout)
+        return error_response(503, "commit_timeout", str(timeout), retry_after=1)
+    except (DatabaseUnavailable, ShuttingDown) as exc:
+        return error_response(503, "database_unavailable", str(exc), retry_after=2)
+
+    _count(metrics, "stored", (event.type for event in outcome.new_events))
+    if any(event.type == TEST_EVENT_TYPE for event in outcome.new_events):
+        log.info("Event Streams sink test event received: Twilio reaches this sink")
+    if outcome.duplicates:
+        new = {id(event) for event in outcome.new_events}
+        _count(metrics, "duplicate", (e.type for e in delivery.events if id(e) not in new))
+
+    if delivery.fatal:
+        reasons = sorted({r.reason for r in delivery.rejected})
+        detail = delivery.rejected[0].detail if delivery.rejected else "no events"
+        log.info("delivery rejected (%s): %s", ",".join(reasons), detail)
+        return error_response(
+            400,
+            reasons[0] if reasons else "not_cloudevents",
+            f"{detail}. The body is kept in studio.rejected_events.",
+            rejected=outcome.rejected,
+            request_id=request_id,
+        )
+    return web.json_response(
+        {
+            "request_id": request_id,
+            "received": len(delivery.events) + len(delivery.rejected),
+            "stored": outcome.stored,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+        }
+    )

@@ -1,0 +1,29 @@
+-- name: migrations_bootstrap
+-- TODO
+CREATE SCHEMA IF NOT EXISTS sink;
+CREATE TABLE IF NOT EXISTS sink.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);;
+
+-- name: migrations_table_exists
+-- Whether the migrations table exists (a database never migrated has none).
+SELECT to_regclass('sink.schema_migrations') IS NOT NULL;
+
+-- name: applied_migrations
+-- The migrations applied so far, with the checksum of each file as it was applied.
+SELECT version, name, checksum FROM sink.schema_migrations;
+
+-- name: record_migration
+-- Records one applied migration, in the transaction that applied it.
+INSERT INTO sink.schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
+-- name: ping
+-- The cheapest round trip: is the database answering?
+SELECT 1;
+
+-- name: database_exists
+-- Whether a database of that name exists on the server (the embedded one).
+SELECT 1 FROM pg_database WHERE datname = $1;
