@@ -78,16 +78,18 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         return _split_secrets(value)
 
-    @field_validator("database_url", "admin_token", "twilio_api_key_secret", mode="before")
+    @field_validator(
+        "database_url",
+        "admin_token",
+        "twilio_api_key_secret",
+        "public_url",
+        "twilio_account_sid",
+        "twilio_api_key_sid",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-    @field_validator("public_url", "twilio_account_sid", "twilio_api_key_sid", mode="before")
-    @classmethod
-    def _empty_str_is_none(cls, value: Any) -> Any:
+        """An empty variable (``SINK_X=``, as templates often render) means unset."""
         if isinstance(value, str) and not value.strip():
             return None
         return value

@@ -130,8 +130,8 @@ async def _expire_events(conn: Conn, report: MaintainReport) -> None:
 
 
 async def _expire_typed(conn: Conn, report: MaintainReport) -> None:
-    name = "count_expired_typed" if report.dry_run else "delete_expired_typed"
-    row = await conn.fetchrow(query(name), report.typed_cutoff)
+    statement = query("count_expired_typed") if report.dry_run else query("delete_expired_typed")
+    row = await conn.fetchrow(statement, report.typed_cutoff)
     assert row is not None
     report.deleted["executions"] = row["executions"]
     report.deleted["steps"] = row["steps"]

@@ -1,5 +1,5 @@
 -- name: ingest_batch
--- TODO
+-- Stores a group-commit batch (arrays per column) in one round trip; returns new events' indexes.
 SELECT sink.ingest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[],
@@ -12,7 +12,8 @@ SELECT sink.ingest(
     $40::text[], $41::int[], $42::int[], $43::int[], $44::int[]);
 
 -- name: count_batch_repeats
--- Repeats of an event inside one batch never reach sink.ingest (a key may appear once per statement); they are counted on the key in the same transaction, as any duplicate is.
+-- Counts an event's repeats within one batch on its key, in the batch's transaction.
+-- (A key may appear once per statement, so repeats never reach sink.ingest itself.)
 UPDATE sink.event_keys AS k
 SET duplicates = k.duplicates + r.n, last_duplicate_at = now()
 FROM unnest($1::text[], $2::text[], $3::int[]) AS r(source, event_id, n)

@@ -1,12 +1,12 @@
 -- name: migrations_bootstrap
--- TODO
+-- Creates schema sink and its migrations table when missing, before applied migrations are read.
 CREATE SCHEMA IF NOT EXISTS sink;
 CREATE TABLE IF NOT EXISTS sink.schema_migrations (
     version    integer PRIMARY KEY,
     name       text        NOT NULL,
     checksum   text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
-);;
+);
 
 -- name: migrations_table_exists
 -- Whether the migrations table exists (a database never migrated has none).

@@ -1,33 +1,34 @@
 -- name: advisory_lock
--- runs (replicas, CronJob) take turns
+-- Waits for the session advisory lock $1 (migrations and maintenance runs take turns).
 SELECT pg_advisory_lock($1);
 
 -- name: advisory_unlock
--- TODO
+-- Releases the session advisory lock $1 that advisory_lock took.
 SELECT pg_advisory_unlock($1);
 
 -- name: ensure_partitions
--- TODO
+-- Creates the missing daily event partitions, yesterday to $1 days ahead; returns how many.
 SELECT sink.ensure_event_partitions($1);
 
 -- name: count_missing_partitions
--- TODO
+-- How many daily event partitions, yesterday to $1 days ahead, are missing (the dry run).
 SELECT count(*) FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
                                      (now() AT TIME ZONE 'UTC')::date + $1::integer,
                                      interval '1 day') AS d
 WHERE to_regclass(format('sink.events_%s', to_char(d, 'YYYYMMDD'))) IS NULL;
 
 -- name: event_cutoff
--- Start of the UTC day `days` days before today: partitions end on day boundaries, so the events, their dedup keys and the partitions expire together.
+-- The start of the UTC day $1 days before today, where raw events expire.
+-- Partitions end on day boundaries, so events, their dedup keys and partitions expire together.
 SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') - make_interval(days => $1))
        AT TIME ZONE 'UTC';
 
 -- name: typed_cutoff
--- TODO
+-- The typed tables' retention cutoff: exactly $1 days before now.
 SELECT now() - make_interval(days => $1);
 
 -- name: expired_partitions
--- TODO
+-- Event partitions whose range ends at or before cutoff $1, with their bounds, oldest first.
 SELECT name, lo, hi FROM (
     SELECT c.relname AS name,
            (regexp_match(pg_get_expr(c.relpartbound, c.oid),
@@ -41,43 +42,43 @@ WHERE hi <= $1
 ORDER BY lo;
 
 -- name: drop_partition
--- name quoted by the caller
+-- Drops one expired partition of sink.events; {name} is filled in, quoted, by the caller.
 DROP TABLE sink.{name};
 
 -- name: delete_keys_between
--- TODO
+-- Deletes the dedup keys of a dropped partition's range [$1, $2), in the drop's transaction.
 DELETE FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2;
 
 -- name: delete_default_partition_events
--- Rows the default partition caught before the cutoff, and any key left without its event.
+-- Deletes the rows the default partition caught before the cutoff $1.
 DELETE FROM sink.events_default WHERE received_at < $1;
 
 -- name: count_default_partition_events
--- TODO
+-- How many rows the default partition caught before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.events_default WHERE received_at < $1;
 
 -- name: delete_old_rows_event_keys
--- TODO
+-- Deletes the dedup keys received before cutoff $1, whose events are gone.
 DELETE FROM sink.event_keys WHERE received_at < $1;
 
 -- name: delete_old_rows_rejected_events
--- TODO
+-- Deletes the rejected events received before cutoff $1.
 DELETE FROM sink.rejected_events WHERE received_at < $1;
 
 -- name: delete_old_rows_deliveries
--- TODO
+-- Deletes the delivery records received before cutoff $1.
 DELETE FROM sink.deliveries WHERE received_at < $1;
 
 -- name: count_old_rows_event_keys
--- TODO
+-- How many dedup keys were received before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.event_keys WHERE received_at < $1;
 
 -- name: count_old_rows_rejected_events
--- TODO
+-- How many rejected events were received before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.rejected_events WHERE received_at < $1;
 
 -- name: count_old_rows_deliveries
--- TODO
+-- How many delivery records were received before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.deliveries WHERE received_at < $1;
 
 -- name: delete_expired_typed
@@ -93,7 +94,7 @@ WITH gone AS (
 SELECT (SELECT count(*) FROM gone) AS executions, (SELECT count(*) FROM steps_gone) AS steps;
 
 -- name: count_expired_typed
--- TODO
+-- How many executions, and steps of them, delete_expired_typed would delete at cutoff $1.
 WITH gone AS (
     SELECT execution_sid FROM sink.executions
     WHERE coalesce(date_updated, date_created, first_seen_at) < $1

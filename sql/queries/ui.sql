@@ -1,5 +1,5 @@
 -- name: ui_deliveries_per_minute
--- TODO
+-- Deliveries and events per minute over the last $1 minutes, for the overview chart.
 SELECT date_trunc('minute', received_at) AS minute, count(*) AS deliveries,
        coalesce(sum(events), 0) AS events
 FROM studio.deliveries
@@ -8,34 +8,34 @@ GROUP BY 1
 ORDER BY 1;
 
 -- name: ui_last_delivery
--- TODO
+-- When the last delivery arrived (NULL when none has).
 SELECT max(received_at) FROM studio.deliveries;
 
 -- name: ui_last_test_event
--- TODO
+-- The latest event of type $1 (the Event Streams test event): arrival, time and data.
 SELECT received_at, time, data FROM studio.events
 WHERE type = $1
 ORDER BY received_at DESC
 LIMIT 1;
 
 -- name: ui_rejected_last_day
--- TODO
+-- How many events were rejected in the last 24 hours.
 SELECT count(*) FROM studio.rejected_events WHERE received_at >= now() - interval '24 hours';
 
 -- name: ui_last_rejected
--- TODO
+-- When the last event was rejected (NULL when none was).
 SELECT max(received_at) FROM studio.rejected_events;
 
 -- name: relation_exists
--- TODO
+-- Whether the table or view $1 exists, so the UI also works on a schema that lacks it.
 SELECT to_regclass($1) IS NOT NULL;
 
 -- name: function_exists
--- TODO
+-- Whether the function with signature $1 exists (a schema without backfill lacks it).
 SELECT to_regprocedure($1) IS NOT NULL;
 
 -- name: ui_backfill_summary
--- TODO
+-- Backfill requests and their item counts, summed per status, for the overview.
 SELECT status, count(*) AS requests, coalesce(sum(items_total), 0) AS items_total,
        coalesce(sum(items_done), 0) AS items_done,
        coalesce(sum(items_failed), 0) AS items_failed,
@@ -45,7 +45,7 @@ GROUP BY status
 ORDER BY status;
 
 -- name: ui_backfill_recent
--- TODO
+-- The five newest backfill requests and their progress, for the overview.
 SELECT request_id, kind, flow_sid, status, items_total, items_done, items_failed, items_gone,
        created_at, finished_at, requested_by
 FROM studio.backfill_requests
@@ -53,14 +53,14 @@ ORDER BY created_at DESC
 LIMIT 5;
 
 -- name: ui_backfill_request
--- TODO
+-- One backfill request's status and progress, polled while it runs.
 SELECT request_id, kind, status, items_total, items_done, items_failed, items_gone,
        created_at, finished_at
 FROM studio.backfill_requests
 WHERE request_id = $1;
 
 -- name: ui_request_backfill
--- TODO
+-- Queues a backfill of execution $1 through the consumers' function; returns the request ID.
 SELECT studio.request_backfill($1);
 
 -- name: ui_executions_select
@@ -70,14 +70,14 @@ SELECT execution_sid, flow_sid, account_sid, status, contact_channel_address, st
 FROM studio.executions;
 
 -- name: ui_execution
--- TODO
+-- One execution with its context, for its page.
 SELECT execution_sid, flow_sid, account_sid, status, contact_channel_address, started_by,
        flow_revision, ended_reason, date_created, date_updated, first_seen_at,
        context, context_fetched_at, updated_at
 FROM studio.executions WHERE execution_sid = $1;
 
 -- name: ui_steps
--- TODO
+-- An execution's steps with their contexts, in order (at most 1000, Studio's limit).
 SELECT step_sid, name, transitioned_from, transitioned_to, parent_step_sid, date_created,
        context, context_fetched_at, first_seen_at
 FROM studio.steps
@@ -86,15 +86,15 @@ ORDER BY date_created NULLS LAST, first_seen_at, step_sid
 LIMIT 1000  -- a Studio execution has at most 1000 steps;
 
 -- name: ui_flow_revision
--- TODO
+-- The definition of revision $2 of flow $1, when it has been backfilled.
 SELECT definition FROM studio.flow_revisions WHERE flow_sid = $1 AND revision = $2;
 
 -- name: ui_flow_revision_exists
--- TODO
+-- Whether revision $2 of flow $1 has been backfilled.
 SELECT EXISTS (SELECT FROM studio.flow_revisions WHERE flow_sid = $1 AND revision = $2);
 
 -- name: ui_rejected_page
--- TODO
+-- A keyset page of rejected events below ID $1, newest first; raw preview 65536 chars/bytes.
 SELECT rejected_id, received_at, reason, detail, event_type, event_id, source, request_id,
        octet_length(raw) AS raw_bytes,
        left(raw_text, 65536) AS raw_text,

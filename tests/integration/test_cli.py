@@ -76,6 +76,7 @@ def test_migrate_reports_what_it_applied(pg_server: str) -> None:
         asyncio.run(pg.drop(pg_server, name))
 
 
+@pytest.mark.slow
 async def test_embedded_quickstart_keeps_data_across_restarts(tmp_path: Path) -> None:
     """The README's path: serve with no database URL, send the example, query with psql."""
     data_dir = tmp_path / "data"

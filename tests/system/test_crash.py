@@ -12,6 +12,8 @@ import pytest
 from tests.support.process import SinkProcess
 from tests.system import Load, assert_nothing_lost, report
 
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
+
 
 @pytest.mark.timeout(180)
 async def test_sigkill_under_load_loses_nothing_acknowledged(

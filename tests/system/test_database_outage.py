@@ -22,6 +22,9 @@ from tests.support import pg
 from tests.support.process import SinkProcess
 from tests.system import SOAK_SECONDS, TWILIO_TIMEOUT, Load, assert_nothing_lost, report
 
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
+
+
 OUTAGE_SECONDS = 3.0
 
 

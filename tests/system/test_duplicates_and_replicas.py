@@ -18,6 +18,9 @@ from tests.support.process import SinkProcess
 from tests.support.studio import execution_story
 from tests.support.twilio import signed_request
 
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
+
+
 STORIES, STEPS, COPIES, BATCH = 30, 4, 3, 7
 
 

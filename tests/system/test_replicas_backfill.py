@@ -26,6 +26,9 @@ from tests.support.process import SinkProcess
 from tests.support.studio import ENDED, STARTED, execution_event
 from tests.support.twilio import signed_request
 
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
+
+
 EXECUTIONS, STEPS = 40, 2
 
 

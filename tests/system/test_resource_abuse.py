@@ -21,6 +21,9 @@ from tests.support.studio import execution_story
 from tests.support.twilio import signed_request
 from tests.system import TWILIO_TIMEOUT
 
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
+
+
 FLOOD = 2000
 MAX_PENDING = 20
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024

@@ -7,9 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.conftest import Sink
 from tests.support.studio import execution_story
+
+pytestmark = pytest.mark.slow  # real processes: outside the quick run
+
 
 BUDGET = 0.3  # SINK_DELIVERY_TIMEOUT, seconds
 

@@ -45,6 +45,7 @@ IMG = "<img src=x onerror=window.__xss=1>"
 START = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 
 pytestmark = [
+    pytest.mark.slow,  # a real browser: outside the quick run
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="headless browser tests need Debian's chromium at /usr/bin/chromium"
