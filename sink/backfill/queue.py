@@ -1,7 +1,9 @@
 """The backfill queue and backfilled data in Postgres: the only backfill module talking SQL.
 
 Functions take a connection (or pool proxy); the SQL behind them lives in
-``sql/migrations/0002_backfill.sql`` where it is more than one statement.
+``sql/migrations/0002_backfill.sql`` where it is more than one statement. ``WorkQueue`` is
+what the runner's loops need of the queue, and ``PostgresQueue`` is that over a pool (the
+unit tests use an in-memory one, ``tests/support/backfill_queue.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+import asyncpg
 
 from sink import jsontext
 from sink.db.pool import Conn
@@ -158,6 +162,85 @@ async def next_due(conn: Conn, request_id: int | None) -> float | None:
 async def flow_of(conn: Conn, execution_sid: str) -> str | None:
     flow: str | None = await conn.fetchval(query("flow_of_execution"), execution_sid)
     return flow
+
+
+# -- the queue as the runner sees it ------------------------------------------------
+
+
+class WorkQueue(Protocol):
+    """The queue operations the runner's loops need; no transaction spans two of them."""
+
+    async def claim(self, token: str, lease: float, request_id: int | None) -> Item | None:
+        """The due item (of the request, or any) with the lowest (not_before, item_id),
+        leased to ``token`` for ``lease`` s, its attempt counted; None if none is due."""
+        ...
+
+    async def next_due(self, request_id: int | None) -> float | None:
+        """Seconds until an open item may be claimed; None if none is open."""
+        ...
+
+    async def extend(self, tokens: Sequence[str], lease: float) -> None:
+        """Renew the leases of the running items held by ``tokens``."""
+        ...
+
+    async def retry(
+        self, item: Item, token: str, reason: str, delay: float, *, refund: bool = False
+    ) -> bool:
+        """Back to the queue after ``delay`` s, if ``token`` still holds it."""
+        ...
+
+    async def finish(
+        self, item: Item, token: str, state: FinalState, reason: str | None = None
+    ) -> bool:
+        """Record the item's final state, if ``token`` still holds it."""
+        ...
+
+    async def fail_request(self, request_id: int, reason: str) -> int:
+        """Fail every open item of the request; how many there were."""
+        ...
+
+    async def progress(self, request_id: int, *, failures: int = 0) -> Progress | None:
+        """The request's state and its first ``failures`` failures; None if unknown."""
+        ...
+
+
+class PostgresQueue:
+    """``WorkQueue`` over a pool: each operation on a connection of its own."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def claim(self, token: str, lease: float, request_id: int | None) -> Item | None:
+        async with self._pool.acquire() as conn:
+            return await claim(conn, token, lease, request_id)
+
+    async def next_due(self, request_id: int | None) -> float | None:
+        async with self._pool.acquire() as conn:
+            return await next_due(conn, request_id)
+
+    async def extend(self, tokens: Sequence[str], lease: float) -> None:
+        async with self._pool.acquire() as conn:
+            await extend(conn, tokens, lease)
+
+    async def retry(
+        self, item: Item, token: str, reason: str, delay: float, *, refund: bool = False
+    ) -> bool:
+        async with self._pool.acquire() as conn:
+            return await retry(conn, item, token, reason, delay, refund=refund)
+
+    async def finish(
+        self, item: Item, token: str, state: FinalState, reason: str | None = None
+    ) -> bool:
+        async with self._pool.acquire() as conn:
+            return await finish(conn, item, token, state, reason)
+
+    async def fail_request(self, request_id: int, reason: str) -> int:
+        async with self._pool.acquire() as conn:
+            return await fail_request(conn, request_id, reason)
+
+    async def progress(self, request_id: int, *, failures: int = 0) -> Progress | None:
+        async with self._pool.acquire() as conn:
+            return await progress(conn, request_id, failures=failures)
 
 
 # -- backfilled data -----------------------------------------------------------------

@@ -5,6 +5,10 @@ concurrency cap for every worker) and runs worker loops. ``studio-sink serve`` r
 in ``BackfillService`` (woken by LISTEN/NOTIFY, polling every ``POLL_SECONDS`` as a
 fallback); ``studio-sink backfill`` runs the same loops in the foreground for one request
 through ``run_foreground``.
+
+A ``Runner`` knows the queue only as a ``WorkQueue`` and the item work only as an
+``ItemRunner``; ``make_runner`` builds the real one (``PostgresQueue``, ``ItemWorker``), and
+the unit tests build one over stand-ins.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import asyncpg
 
@@ -85,20 +89,28 @@ def make_client(settings: Settings, metrics: Metrics | None = None) -> StudioCli
     )
 
 
+class ItemRunner(Protocol):
+    """Does one item; raises the Studio client's errors, ``UnknownFlow`` or a database
+    error when it cannot (``sink.backfill.item.ItemWorker`` is the real one)."""
+
+    async def run(self, item: q.Item) -> None: ...
+
+
 class Runner:
-    """Worker loops sharing one client: claim an item, run it, record its outcome."""
+    """Worker loops sharing one item runner: claim an item, run it, record its outcome."""
 
     def __init__(
         self,
-        pool: asyncpg.Pool[Any],
-        client: StudioClient,
+        queue: q.WorkQueue,
+        items: ItemRunner,
         *,
         max_attempts: int,
         metrics: Metrics | None = None,
         lease: float = LEASE_SECONDS,
         retry_base: float = 1.0,
     ) -> None:
-        self._pool = pool
+        self._queue = queue
+        self._items = items
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._lease = lease
@@ -106,7 +118,6 @@ class Runner:
         self._tokens: set[str] = set()
         self.wake = asyncio.Event()
         self.stopping = False  # set by stop(): loops end after their current item
-        self._items = ItemWorker(pool, client, on_queued=self.wake.set)
         self._random = random.SystemRandom()
 
     async def work(self, request_id: int | None = None) -> None:
@@ -116,13 +127,12 @@ class Runner:
             token = uuid.uuid4().hex
             wait = POLL_SECONDS
             try:
-                async with self._pool.acquire() as conn:
-                    item = await q.claim(conn, token, self._lease, request_id)
-                    if item is None:
-                        due = await q.next_due(conn, request_id)
-                        if due is None and request_id is not None:
-                            return  # the request has no open item left
-                        wait = min(POLL_SECONDS, max(0.01, due or POLL_SECONDS))
+                item = await self._queue.claim(token, self._lease, request_id)
+                if item is None:
+                    due = await self._queue.next_due(request_id)
+                    if due is None and request_id is not None:
+                        return  # the request has no open item left
+                    wait = min(POLL_SECONDS, max(0.01, due or POLL_SECONDS))
             except DB_ERRORS as exc:
                 log.warning("backfill worker cannot reach the queue: %s", unavailable(exc))
                 item = None
@@ -146,8 +156,7 @@ class Runner:
             if not self._tokens:
                 continue
             try:
-                async with self._pool.acquire() as conn:
-                    await q.extend(conn, list(self._tokens), self._lease)
+                await self._queue.extend(list(self._tokens), self._lease)
             except DB_ERRORS as exc:
                 log.warning("cannot renew backfill leases: %s", unavailable(exc))
 
@@ -214,8 +223,7 @@ class Runner:
         self, item: q.Item, token: str, reason: str, delay: float, refund: bool
     ) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                await q.retry(conn, item, token, reason, delay, refund=refund)
+            await self._queue.retry(item, token, reason, delay, refund=refund)
         except DB_ERRORS as exc:
             log.warning("backfill item %d stays leased: %s", item.item_id, unavailable(exc))
 
@@ -223,8 +231,7 @@ class Runner:
         self, item: q.Item, token: str, state: q.FinalState, reason: str | None = None
     ) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                recorded = await q.finish(conn, item, token, state, reason)
+            recorded = await self._queue.finish(item, token, state, reason)
         except DB_ERRORS as exc:
             log.warning("backfill item %d stays leased: %s", item.item_id, unavailable(exc))
             return
@@ -237,13 +244,36 @@ class Runner:
 
     async def _fail_request(self, item: q.Item, reason: str) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                failed = await q.fail_request(conn, item.request_id, reason)
+            failed = await self._queue.fail_request(item.request_id, reason)
         except DB_ERRORS as exc:
             log.warning("backfill request %d stays open: %s", item.request_id, unavailable(exc))
             return
         if self._metrics is not None:
             self._metrics.backfill_items.labels("failed").inc(failed)
+
+
+def make_runner(
+    pool: asyncpg.Pool[Any],
+    client: StudioClient,
+    *,
+    max_attempts: int,
+    metrics: Metrics | None = None,
+    retry_base: float = 1.0,
+) -> Runner:
+    """The runner over Postgres and the Studio API; executions an item queues (a flow's
+    listing) wake the runner's idle loops."""
+
+    def queued() -> None:  # called only from runner.work(), so after runner is bound
+        runner.wake.set()
+
+    runner = Runner(
+        q.PostgresQueue(pool),
+        ItemWorker(pool, client, on_queued=queued),
+        max_attempts=max_attempts,
+        metrics=metrics,
+        retry_base=retry_base,
+    )
+    return runner
 
 
 async def run_foreground(
@@ -263,12 +293,14 @@ async def run_foreground(
     Items other processes hold are waited for, not taken. ``progress`` is called with the
     request's state every ``progress_interval`` seconds and once at the end.
     """
-    runner = Runner(pool, client, max_attempts=max_attempts, metrics=metrics, retry_base=retry_base)
+    runner = make_runner(
+        pool, client, max_attempts=max_attempts, metrics=metrics, retry_base=retry_base
+    )
+    queue = q.PostgresQueue(pool)
 
     async def report() -> None:
         while True:
-            async with pool.acquire() as conn:
-                current = await q.progress(conn, request_id)
+            current = await queue.progress(request_id)
             if current is not None and progress is not None:
                 progress(current)
             await asyncio.sleep(progress_interval)
@@ -284,8 +316,7 @@ async def run_foreground(
         for task in helpers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    async with pool.acquire() as conn:
-        summary = await q.progress(conn, request_id, failures=FAILURES_SHOWN)
+    summary = await queue.progress(request_id, failures=FAILURES_SHOWN)
     if summary is None:
         raise ConfigError(f"backfill request {request_id} does not exist")
     if progress is not None:

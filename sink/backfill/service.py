@@ -18,7 +18,7 @@ import asyncpg
 
 from sink.backfill import queue as q
 from sink.backfill.client import StudioClient
-from sink.backfill.runner import POLL_SECONDS, Runner, make_client
+from sink.backfill.runner import POLL_SECONDS, Runner, make_client, make_runner
 from sink.config import Settings
 from sink.constants import BACKFILL_CHANNEL
 from sink.db.pool import DB_ERRORS
@@ -108,7 +108,7 @@ class BackfillService:
             self.unavailable_reason = str(exc)
             log.warning("backfill workers not started: %s", exc)
             return
-        runner = Runner(
+        runner = make_runner(
             pool,
             self._client,
             max_attempts=self._settings.backfill_max_attempts,
