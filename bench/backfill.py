@@ -24,8 +24,9 @@ import asyncpg
 
 from bench import figures, plot, report
 from bench.fake_studio import API_KEY_SECRET, API_KEY_SID, FakeSpec, FakeStudioProcess
-from bench.pg import BenchPostgres
-from bench.sinkproc import Monitor, free_port, sink_env
+from bench.load import SINK_ENV
+from tests.support.pg import FreshDatabases
+from tests.support.process import Monitor, free_port, sink_env
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ MODES = {
 
 ITEM_STATES = "SELECT state, count(*) FROM sink.backfill_items GROUP BY state"
 STEPS_WITH_CONTEXT = "SELECT count(*) FROM sink.steps WHERE context_fetched_at IS NOT NULL"
+RSS_INTERVAL_S = 0.25  # how often the backfill's memory is sampled
 
 
 def _say(message: str) -> None:
@@ -54,8 +56,33 @@ def _say(message: str) -> None:
 
 
 async def run(mode: BackfillMode, database_url: str | None, workdir: Path) -> dict[str, Any]:
+    """A fresh database and the fake API; the backfill run; the counts; the summary."""
     started = time.perf_counter()
-    results: dict[str, Any] = {
+    results = _settings(mode)
+    db = await FreshDatabases.start(database_url, prefix="sink_bench")
+    fake = FakeStudioProcess(FakeSpec(free_port(), mode.executions, mode.steps, mode.latency))
+    try:
+        dsn = await db.fresh_database()
+        flow = await fake.start()
+        _say(f"fake Studio API: {mode.executions} executions x {mode.steps} steps")
+        log_path = workdir / "sink.log"
+        env = _backfill_env(mode, dsn, fake.base_url)
+        code, wall, monitor = await _run_backfill(flow, env, log_path, db.postgres_pid)
+        api = await fake.stop()
+        if code != 0:
+            raise RuntimeError(
+                f"studio-sink backfill exited with {code}:\n{log_path.read_text()[-3000:]}"
+            )
+        states, steps_done = await _counts(dsn)
+    finally:
+        fake.kill()
+        await db.close()
+    _summarise(results, _Outcome(wall, api, states, steps_done, monitor), mode, started)
+    return results
+
+
+def _settings(mode: BackfillMode) -> dict[str, Any]:
+    return {
         "mode": mode.name,
         "started": time.strftime("%FT%TZ", time.gmtime()),
         "settings": {
@@ -67,72 +94,87 @@ async def run(mode: BackfillMode, database_url: str | None, workdir: Path) -> di
             "concurrency": mode.concurrency,
         },
     }
-    db = await BenchPostgres.start(database_url)
-    fake = FakeStudioProcess(FakeSpec(free_port(), mode.executions, mode.steps, mode.latency))
+
+
+def _backfill_env(mode: BackfillMode, dsn: str, studio_base_url: str) -> dict[str, str]:
+    """``studio-sink backfill`` against the fake API, with the mode's limits."""
+    return sink_env(
+        0,
+        dsn,
+        {
+            **SINK_ENV,
+            "SINK_STUDIO_BASE_URL": studio_base_url,
+            "SINK_TWILIO_API_KEY_SID": API_KEY_SID,
+            "SINK_TWILIO_API_KEY_SECRET": API_KEY_SECRET,
+            "SINK_BACKFILL_RATE_LIMIT": str(mode.rate_limit),
+            "SINK_BACKFILL_WORKERS": str(mode.workers),
+            "SINK_BACKFILL_CONCURRENCY": str(mode.concurrency),
+        },
+    )
+
+
+async def _run_backfill(
+    flow: str, env: dict[str, str], log_path: Path, postgres_pid: int | None
+) -> tuple[int, float, Monitor]:
+    """Run ``studio-sink backfill --flow FW --since ...`` to its end, watched by a Monitor;
+    its exit code, its wall time and the Monitor."""
+    command = [
+        sys.executable,
+        "-m",
+        "sink",
+        "backfill",
+        "--flow",
+        flow,
+        "--since",
+        "2019-01-01T00:00:00Z",
+        "--quiet",
+    ]
+    with log_path.open("ab") as log:
+        t0 = time.perf_counter()
+        proc = await asyncio.to_thread(subprocess.Popen, command, env=env, stdout=log, stderr=log)
+    monitor = Monitor(proc.pid, postgres_pid, interval=RSS_INTERVAL_S)
+    monitor.start()
+    code = await asyncio.to_thread(proc.wait)
+    wall = time.perf_counter() - t0
+    await monitor.stop()
+    return code, wall, monitor
+
+
+async def _counts(dsn: str) -> tuple[dict[str, int], int]:
+    """Backfill items by state, and the steps whose context was fetched."""
+    conn = await asyncpg.connect(dsn)
     try:
-        dsn = await db.fresh_database()
-        flow = await fake.start()
-        _say(f"fake Studio API: {mode.executions} executions x {mode.steps} steps")
-        env = sink_env(
-            0,
-            {
-                "SINK_DATABASE_URL": dsn,
-                "SINK_STUDIO_BASE_URL": fake.base_url,
-                "SINK_TWILIO_API_KEY_SID": API_KEY_SID,
-                "SINK_TWILIO_API_KEY_SECRET": API_KEY_SECRET,
-                "SINK_BACKFILL_RATE_LIMIT": str(mode.rate_limit),
-                "SINK_BACKFILL_WORKERS": str(mode.workers),
-                "SINK_BACKFILL_CONCURRENCY": str(mode.concurrency),
-            },
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "sink",
-            "backfill",
-            "--flow",
-            flow,
-            "--since",
-            "2019-01-01T00:00:00Z",
-            "--quiet",
-        ]
-        log_path = workdir / "sink.log"
-        with log_path.open("ab") as log:
-            t0 = time.perf_counter()
-            proc = await asyncio.to_thread(
-                subprocess.Popen, command, env=env, stdout=log, stderr=log
-            )
-        monitor = Monitor(proc.pid, db.postgres_pid, interval=0.25)
-        monitor.start()
-        code = await asyncio.to_thread(proc.wait)
-        wall = time.perf_counter() - t0
-        await monitor.stop()
-        api = await fake.stop()
-        if code != 0:
-            raise RuntimeError(
-                f"studio-sink backfill exited with {code}:\n{log_path.read_text()[-3000:]}"
-            )
-        conn = await asyncpg.connect(dsn)
-        try:
-            states = {row[0]: row[1] for row in await conn.fetch(ITEM_STATES)}
-            steps_done = await conn.fetchval(STEPS_WITH_CONTEXT)
-        finally:
-            await conn.close()
+        states = {row[0]: row[1] for row in await conn.fetch(ITEM_STATES)}
+        steps_done: int = await conn.fetchval(STEPS_WITH_CONTEXT)
     finally:
-        fake.kill()
-        await db.close()
+        await conn.close()
+    return states, steps_done
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    wall: float
+    api: dict[str, Any]
+    states: dict[str, int]
+    steps_done: int
+    monitor: Monitor
+
+
+def _summarise(results: dict[str, Any], out: _Outcome, mode: BackfillMode, started: float) -> None:
+    """Rates, memory over the run (its 2nd quarter against its last) and CPU shares."""
+    monitor, states, wall = out.monitor, out.states, out.wall
     rss = monitor.rss
     quarter = max(1, len(rss) // 4)  # the first quarter holds start-up: compare the 2nd
     results.update(
         wall_s=round(wall, 2),
-        api=api,
+        api=out.api,
         items=states,
-        steps_with_context=steps_done,
+        steps_with_context=out.steps_done,
         items_per_s=round(sum(states.values()) / wall, 2),
-        steps_per_s=round(steps_done / wall, 1),
+        steps_per_s=round(out.steps_done / wall, 1),
         rss_max_mb=monitor.max_rss_mb,
         rss_mb_series=[round(x / 2**20, 1) for x in rss],
-        rss_interval_s=0.25,
+        rss_interval_s=RSS_INTERVAL_S,
         rss_second_quarter_max_mb=round(max(rss[quarter : 2 * quarter] or rss) / 2**20, 1),
         rss_last_quarter_max_mb=round(max(rss[-quarter:]) / 2**20, 1),
         backfill_cpu_share=monitor.cpu_share,
@@ -141,12 +183,11 @@ async def run(mode: BackfillMode, database_url: str | None, workdir: Path) -> di
         seconds=round(time.perf_counter() - started, 1),
     )
     _say(
-        f"backfill: {wall:.1f} s, items {states}, {steps_done} step contexts,"
-        f" API {api.get('steady_calls_per_s')} calls/s (limit {mode.rate_limit}),"
+        f"backfill: {wall:.1f} s, items {states}, {out.steps_done} step contexts,"
+        f" API {out.api.get('steady_calls_per_s')} calls/s (limit {mode.rate_limit}),"
         f" RSS max {monitor.max_rss_mb} MB; CPU cores: backfill {monitor.cpu_share},"
         f" postgres {monitor.postgres_cpu_share}, machine {monitor.machine_cpu_share}"
     )
-    return results
 
 
 def backfill_figures(results: dict[str, Any]) -> list[figures.Figure]:

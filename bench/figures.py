@@ -31,10 +31,22 @@ def _answered_well(point: dict[str, Any]) -> bool:
 
 
 def ingest_figures(results: dict[str, Any]) -> list[Figure]:
+    """Throughput against the baselines, latency, overload, memory, start-up, generator."""
+    return [
+        *_throughput_figures(results),
+        *_latency_figures(results),
+        *_overload_figures(results),
+        _rss_figure(results),
+        *_startup_figures(results),
+        _generator_figure(results),
+    ]
+
+
+def _throughput_figures(results: dict[str, Any]) -> list[Figure]:
     sink_eps = results["max"]["events_per_s"]
     ceiling = results["db_ceiling"]["events_per_s"]
     naive = results["naive"]["events_per_s"]
-    figures = [
+    return [
         Figure(
             "ingest vs DB ceiling",
             f"{sink_eps / ceiling:.2f}x",
@@ -59,61 +71,77 @@ def ingest_figures(results: dict[str, Any]) -> list[Figure]:
             f"{sink_eps:,.0f} vs {naive:,.0f} events/s (one commit per event)",
         ),
     ]
+
+
+def _latency_figures(results: dict[str, Any]) -> list[Figure]:
+    """p99 at half the maximum, when the sweep has that point."""
     half = _point(results, 0.5)
-    if half:
-        p99 = half["latency_ms"].get("p99", float("inf"))
-        figures.append(
-            Figure(
-                "p99 latency at half max",
-                f"{p99:.1f} ms",
-                "<= 50 ms",
-                p99 <= 50,
-                f"offered {half['offered_events_per_s']:,.0f} events/s",
-            )
+    if not half:
+        return []
+    p99 = half["latency_ms"].get("p99", float("inf"))
+    return [
+        Figure(
+            "p99 latency at half max",
+            f"{p99:.1f} ms",
+            "<= 50 ms",
+            p99 <= 50,
+            f"offered {half['offered_events_per_s']:,.0f} events/s",
         )
+    ]
+
+
+def _overload_figures(results: dict[str, Any]) -> list[Figure]:
+    """At twice the maximum: every delivery answered quickly, memory bounded."""
     over = _point(results, 2.0)
-    if over:
-        figures.append(
-            Figure(
-                "overload 2x: all answered < 5 s",
-                "yes" if _answered_well(over) else "no",
-                "2xx/429/503, no timeouts",
-                _answered_well(over),
-                f"statuses {over['statuses']}, errors {over['errors'] or 'none'},"
-                f" max {over['max_latency_ms']:.0f} ms",
-            )
-        )
-        rss = over["sink_max_rss_mb"]
-        figures.append(Figure("overload 2x: sink RSS", f"{rss:.0f} MB", "< 256 MB", rss < 256))
+    if not over:
+        return []
+    rss = over["sink_max_rss_mb"]
+    return [
+        Figure(
+            "overload 2x: all answered < 5 s",
+            "yes" if _answered_well(over) else "no",
+            "2xx/429/503, no timeouts",
+            _answered_well(over),
+            f"statuses {over['statuses']}, errors {over['errors'] or 'none'},"
+            f" max {over['max_latency_ms']:.0f} ms",
+        ),
+        Figure("overload 2x: sink RSS", f"{rss:.0f} MB", "< 256 MB", rss < 256),
+    ]
+
+
+def _rss_figure(results: dict[str, Any]) -> Figure:
+    """The sink's memory at its maximum (and at 1x max, when the sweep has that point)."""
     steady = [results["max"]["sink_max_rss_mb"]]
     full = _point(results, 1.0)
     if full:
         steady.append(full["sink_max_rss_mb"])
-    figures.append(
-        Figure("sink RSS at max load", f"{max(steady):.0f} MB", "<= 150 MB", max(steady) <= 150)
-    )
+    return Figure("sink RSS at max load", f"{max(steady):.0f} MB", "<= 150 MB", max(steady) <= 150)
+
+
+def _startup_figures(results: dict[str, Any]) -> list[Figure]:
     startup = results.get("startup")
-    if startup:
-        median = startup["median_s"]
-        figures.append(
-            Figure(
-                "serve -> /readyz (embedded)",
-                f"{median:.2f} s",
-                "<= 3 s",
-                median <= 3,
-                f"runs {startup['runs_s']}",
-            )
-        )
-    figures.append(
+    if not startup:
+        return []
+    median = startup["median_s"]
+    return [
         Figure(
-            "generator CPU share at max",
-            f"{results['max']['generator_cpu_share']:.2f} core",
-            "(informative)",
-            None,
-            f"sink process {results['max']['sink_cpu_share']:.2f} core",
+            "serve -> /readyz (embedded)",
+            f"{median:.2f} s",
+            "<= 3 s",
+            median <= 3,
+            f"runs {startup['runs_s']}",
         )
+    ]
+
+
+def _generator_figure(results: dict[str, Any]) -> Figure:
+    return Figure(
+        "generator CPU share at max",
+        f"{results['max']['generator_cpu_share']:.2f} core",
+        "(informative)",
+        None,
+        f"sink process {results['max']['sink_cpu_share']:.2f} core",
     )
-    return figures
 
 
 def verdict(ok: bool | None) -> str:

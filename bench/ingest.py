@@ -14,9 +14,9 @@ from typing import Any
 
 from bench import baselines, load, profiler
 from bench.generator import Generator, Phase, PhaseResult
-from bench.pg import BenchPostgres
-from bench.sinkproc import Monitor, SinkProcess, scrape_batches
 from bench.startup import time_to_ready
+from tests.support.pg import FreshDatabases
+from tests.support.process import Monitor, SinkProcess, scrape_batches
 
 
 @dataclass(frozen=True)
@@ -92,95 +92,139 @@ async def _phase(
 async def run(
     mode: IngestMode, database_url: str | None, workdir: Path, profile: Path | None = None
 ) -> dict[str, Any]:
+    """Baselines, then the sink process (warm-up, maximum, sweep), then its start-up time."""
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": mode.name, "started": time.strftime("%FT%TZ", time.gmtime())}
     log_path = workdir / "sink.log"
-    db = await BenchPostgres.start(database_url)
+    db = await FreshDatabases.start(database_url, prefix="sink_bench")
     try:
         _say(f"Postgres ready ({'given' if database_url else 'embedded, temp dir'})")
-        deliveries = baselines.parsed_deliveries(seed=1, count=mode.ceiling_deliveries)
-        one = await baselines.db_ceiling(await db.fresh_database(), deliveries, 1)
-        _say(f"DB ceiling, 1 connection: {one.events_per_s:,.0f} events/s (informative)")
-        results["db_ceiling_1_connection"] = one.as_dict()
-        naive_events = baselines.parsed_deliveries(
-            seed=2, count=max(4, int(mode.naive_seconds * 60))
-        )
-        naive = await baselines.naive(
-            await db.fresh_database(), naive_events, 1, mode.naive_seconds
-        )
-        results["naive"] = naive.as_dict()
-        _say(f"naive sink (one commit per event): {naive.events_per_s:,.0f} events/s")
-
-        ceiling_dsn = await db.fresh_database()
-        sink = SinkProcess(log_path, {"SINK_DATABASE_URL": await db.fresh_database()})
-        sink.start()
-        try:
-            await sink.wait_ready()
-            _say(f"sink ready on {sink.base_url}")
-            expect = one.events_per_s * 2.5 / load.EVENTS_PER_DELIVERY
-            pg = db.postgres_pid
-
-            def closed(name: str, seed: int, seconds: float) -> Phase:
-                return Phase(
-                    name,
-                    sink.base_url,
-                    seed,
-                    seconds,
-                    concurrency=mode.closed_concurrency,
-                    prepare=int(expect * seconds) + 50,
-                )
-
-            if mode.warmup_seconds:
-                await _phase(sink, closed("warm-up", 100, mode.warmup_seconds), pg)
-            # The machine is shared: alternate the DB ceiling and the sink's maximum so
-            # both see the same background load, and take the median round.
-            rounds = []
-            for r in range(mode.rounds):
-                batch = baselines.parsed_deliveries(seed=10 + r, count=mode.ceiling_deliveries)
-                ceiling = await baselines.db_ceiling(ceiling_dsn, batch, 2)
-                _say(
-                    f"round {r + 1}: DB ceiling, 2 connections: {ceiling.events_per_s:,.0f}"
-                    " events/s"
-                )
-                sink_max = await _phase(
-                    sink,
-                    closed(f"round {r + 1}: sink max (closed loop)", 101 + r, mode.max_seconds),
-                    pg,
-                    profile if r == 0 else None,
-                )
-                sink_max["ratio_to_ceiling"] = round(
-                    sink_max["events_per_s"] / ceiling.events_per_s, 3
-                )
-                rounds.append({"db_ceiling": ceiling.as_dict(), "sink": sink_max})
-            rounds.sort(key=lambda x: x["sink"]["ratio_to_ceiling"])
-            median = rounds[len(rounds) // 2]
-            results["rounds"] = rounds
-            results["db_ceiling"] = median["db_ceiling"]
-            maximum = dict(median["sink"])
-            maximum["sink_max_rss_mb"] = max(x["sink"]["sink_max_rss_mb"] for x in rounds)
-            results["max"] = maximum
-            max_rate = maximum["events_per_s"] / load.EVENTS_PER_DELIVERY
-            points = []
-            for n, fraction in enumerate(mode.sweep):
-                rate = max(1.0, fraction * max_rate)
-                phase = Phase(
-                    f"{fraction:g}x max",
-                    sink.base_url,
-                    seed=110 + n,
-                    duration=mode.point_seconds,
-                    rate=rate,
-                    concurrency=mode.open_concurrency,
-                    prepare=int(rate * mode.point_seconds) + 20,
-                )
-                point = await _phase(sink, phase, pg)
-                point["fraction"] = fraction
-                points.append(point)
-            results["sweep"] = points
-        finally:
-            sink.stop()
+        one = await _baselines(mode, db, results)
+        await _measure_sink(mode, db, log_path, one, results, profile)
         results["startup"] = await time_to_ready(mode.startup_runs, log_path)
         _say(f"serve -> /readyz: {results['startup']}")
     finally:
         await db.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+async def _baselines(
+    mode: IngestMode, db: FreshDatabases, results: dict[str, Any]
+) -> baselines.BaselineResult:
+    """The DB ceiling on one connection and the naive sink; returns the ceiling."""
+    deliveries = baselines.parsed_deliveries(seed=1, count=mode.ceiling_deliveries)
+    one = await baselines.db_ceiling(await db.fresh_database(), deliveries, 1)
+    _say(f"DB ceiling, 1 connection: {one.events_per_s:,.0f} events/s (informative)")
+    results["db_ceiling_1_connection"] = one.as_dict()
+    naive_events = baselines.parsed_deliveries(seed=2, count=max(4, int(mode.naive_seconds * 60)))
+    naive = await baselines.naive(await db.fresh_database(), naive_events, 1, mode.naive_seconds)
+    results["naive"] = naive.as_dict()
+    _say(f"naive sink (one commit per event): {naive.events_per_s:,.0f} events/s")
+    return one
+
+
+@dataclass(frozen=True)
+class _Bench:
+    """The running sink and what every phase against it needs."""
+
+    mode: IngestMode
+    sink: SinkProcess
+    postgres_pid: int | None
+    expect: float  # deliveries/s the closed loop should prepare for
+
+    def closed(self, name: str, seed: int, seconds: float) -> Phase:
+        """A closed-loop phase: as fast as the sink answers."""
+        return Phase(
+            name,
+            self.sink.base_url,
+            seed,
+            seconds,
+            concurrency=self.mode.closed_concurrency,
+            prepare=int(self.expect * seconds) + 50,
+        )
+
+    def open(self, name: str, seed: int, rate: float) -> Phase:
+        """An open-loop phase: ``rate`` deliveries/s offered, whatever the answers."""
+        return Phase(
+            name,
+            self.sink.base_url,
+            seed=seed,
+            duration=self.mode.point_seconds,
+            rate=rate,
+            concurrency=self.mode.open_concurrency,
+            prepare=int(rate * self.mode.point_seconds) + 20,
+        )
+
+    async def measure(self, phase: Phase, profile: Path | None = None) -> dict[str, Any]:
+        return await _phase(self.sink, phase, self.postgres_pid, profile)
+
+
+async def _measure_sink(
+    mode: IngestMode,
+    db: FreshDatabases,
+    log_path: Path,
+    one: baselines.BaselineResult,
+    results: dict[str, Any],
+    profile: Path | None,
+) -> None:
+    """The sink process: a warm-up, its maximum (rounds), then the sweep of offered load."""
+    ceiling_dsn = await db.fresh_database()
+    sink = SinkProcess(await db.fresh_database(), log_path, load.SINK_ENV)
+    sink.start()
+    try:
+        await sink.wait_ready(timeout=30, request_timeout=2)
+        _say(f"sink ready on {sink.base_url}")
+        expect = one.events_per_s * 2.5 / load.EVENTS_PER_DELIVERY
+        bench = _Bench(mode, sink, db.postgres_pid, expect)
+        if mode.warmup_seconds:
+            await bench.measure(bench.closed("warm-up", 100, mode.warmup_seconds))
+        maximum = await _maximum(bench, ceiling_dsn, results, profile)
+        results["sweep"] = await _sweep(bench, maximum)
+    finally:
+        sink.terminate()
+
+
+async def _maximum(
+    bench: _Bench, ceiling_dsn: str, results: dict[str, Any], profile: Path | None
+) -> dict[str, Any]:
+    """The sink's maximum throughput: the median round by ratio to the DB ceiling."""
+    # The machine is shared: alternate the DB ceiling and the sink's maximum so
+    # both see the same background load, and take the median round.
+    rounds = [
+        await _round(bench, ceiling_dsn, r, profile if r == 0 else None)
+        for r in range(bench.mode.rounds)
+    ]
+    rounds.sort(key=lambda x: x["sink"]["ratio_to_ceiling"])
+    median = rounds[len(rounds) // 2]
+    results["rounds"] = rounds
+    results["db_ceiling"] = median["db_ceiling"]
+    maximum = dict(median["sink"])
+    maximum["sink_max_rss_mb"] = max(x["sink"]["sink_max_rss_mb"] for x in rounds)
+    results["max"] = maximum
+    return maximum
+
+
+async def _round(bench: _Bench, ceiling_dsn: str, r: int, profile: Path | None) -> dict[str, Any]:
+    """One round: the DB ceiling on two connections, then the sink's closed-loop maximum."""
+    batch = baselines.parsed_deliveries(seed=10 + r, count=bench.mode.ceiling_deliveries)
+    ceiling = await baselines.db_ceiling(ceiling_dsn, batch, 2)
+    _say(f"round {r + 1}: DB ceiling, 2 connections: {ceiling.events_per_s:,.0f} events/s")
+    sink_max = await bench.measure(
+        bench.closed(f"round {r + 1}: sink max (closed loop)", 101 + r, bench.mode.max_seconds),
+        profile,
+    )
+    sink_max["ratio_to_ceiling"] = round(sink_max["events_per_s"] / ceiling.events_per_s, 3)
+    return {"db_ceiling": ceiling.as_dict(), "sink": sink_max}
+
+
+async def _sweep(bench: _Bench, maximum: dict[str, Any]) -> list[dict[str, Any]]:
+    """Open-loop points at fractions of the maximum (latency at half, overload at twice)."""
+    max_rate = maximum["events_per_s"] / load.EVENTS_PER_DELIVERY
+    points = []
+    for n, fraction in enumerate(bench.mode.sweep):
+        rate = max(1.0, fraction * max_rate)
+        point = await bench.measure(bench.open(f"{fraction:g}x max", 110 + n, rate))
+        point["fraction"] = fraction
+        points.append(point)
+    return points

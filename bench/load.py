@@ -21,6 +21,8 @@ STEPS_PER_EXECUTION = 8  # started + 8 steps + ended = 10 events per execution
 DUPLICATE_SHARE = 0.02
 ACCOUNT = "AC0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 TOKEN = "bench-auth-token-0123456789abcdef"
+# The sink under load: checks the signatures these deliveries carry, logs warnings only.
+SINK_ENV = {"SINK_TWILIO_AUTH_TOKEN": TOKEN, "SINK_LOG_LEVEL": "warning"}
 
 _EXECUTION = (
     '{"specversion":"1.0","type":"com.twilio.studio.flow.execution.%(kind)s",'

@@ -10,8 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.sinkproc import SinkProcess
+from bench.load import SINK_ENV
 from sink.db import embedded
+from tests.support.process import SinkProcess
 
 
 async def time_to_ready(runs: int, log_path: Path) -> dict[str, float | list[float]]:
@@ -32,12 +33,12 @@ async def time_to_ready(runs: int, log_path: Path) -> dict[str, float | list[flo
         await asyncio.to_thread(embedded.stop, data_dir)
         seconds: list[float] = []
         for _ in range(runs):
-            sink = SinkProcess(log_path, {"SINK_DATA_DIR": str(data_dir)})
-            sink.env.pop("SINK_DATABASE_URL", None)
+            sink = SinkProcess(None, log_path, {**SINK_ENV, "SINK_DATA_DIR": str(data_dir)})
             sink.start()
             try:
-                seconds.append(round(await sink.wait_ready(limit=60, poll=0.01), 3))
+                ready = await sink.wait_ready(timeout=60, poll=0.01, request_timeout=2)
+                seconds.append(round(ready, 3))
             finally:
-                await asyncio.to_thread(sink.stop)
+                await asyncio.to_thread(sink.terminate)
                 await asyncio.to_thread(embedded.stop, data_dir)
     return {"median_s": statistics.median(seconds), "runs_s": seconds}

@@ -11,7 +11,13 @@ _SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        # Registered in this order, which is the order /metrics lists them in.
+        self._add_ingest_metrics(self.registry)
+        self._add_database_metrics(self.registry)
+        self._add_backfill_metrics(self.registry)
+
+    def _add_ingest_metrics(self, r: CollectorRegistry) -> None:
+        """Deliveries, events and group commits."""
         self.deliveries = Counter(
             "sink_deliveries", "Deliveries answered, by HTTP status", ["status"], registry=r
         )
@@ -51,10 +57,15 @@ class Metrics:
         self.pending_events = Gauge(
             "sink_pending_events", "Events waiting for a group commit", registry=r
         )
+
+    def _add_database_metrics(self, r: CollectorRegistry) -> None:
         self.db_pool_in_use = Gauge(
             "sink_db_pool_in_use", "Database connections in use", registry=r
         )
         self.db_pool_size = Gauge("sink_db_pool_size", "Database connections open", registry=r)
+
+    def _add_backfill_metrics(self, r: CollectorRegistry) -> None:
+        """The backfill queue and the Studio REST API calls it makes."""
         self.backfill_queue_depth = Gauge(
             "sink_backfill_queue_depth", "Backfill items waiting or running", registry=r
         )

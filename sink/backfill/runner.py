@@ -50,8 +50,8 @@ Summary = q.Progress
 ProgressCallback = Callable[[Summary], None]
 
 
-def studio_credentials(settings: Settings) -> StudioCredentials:
-    """API key (preferred) or Account SID + the first auth token; ConfigError if neither."""
+def find_credentials(settings: Settings) -> StudioCredentials | None:
+    """API key (preferred) or Account SID + the first auth token; None if neither."""
     if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
         return StudioCredentials(
             settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value()
@@ -60,6 +60,14 @@ def studio_credentials(settings: Settings) -> StudioCredentials:
         return StudioCredentials(
             settings.twilio_account_sid, settings.twilio_auth_token[0].get_secret_value()
         )
+    return None
+
+
+def studio_credentials(settings: Settings) -> StudioCredentials:
+    """The Studio REST API credentials; ConfigError naming the settings when there are none."""
+    found = find_credentials(settings)
+    if found is not None:
+        return found
     raise ConfigError(
         "no Studio REST API credentials: set SINK_TWILIO_API_KEY_SID and"
         " SINK_TWILIO_API_KEY_SECRET (preferred), or SINK_TWILIO_ACCOUNT_SID with"

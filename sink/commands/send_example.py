@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,94 +16,116 @@ from sink.config import Settings
 from sink.ingest import signature
 
 
-def example_delivery(now: datetime | None = None) -> list[dict[str, Any]]:
-    """One execution (started, two steps, ended) plus the sink test event, fresh SIDs."""
-    t0 = (now or datetime.now(UTC)).replace(microsecond=0)
-    account = "AC" + secrets.token_hex(16)
-    flow = "FW" + secrets.token_hex(16)
-    execution = "FN" + secrets.token_hex(16)
-    source = f"/v2/Flows/{flow}/Executions/{execution}"
+@dataclass(frozen=True, slots=True)
+class _Execution:
+    """The fresh SIDs and the start time every event of the example shares."""
 
-    def at(seconds: int) -> str:
-        return (t0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    t0: datetime
+    account: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    flow: str = field(default_factory=lambda: "FW" + secrets.token_hex(16))
+    execution: str = field(default_factory=lambda: "FN" + secrets.token_hex(16))
 
-    def envelope(kind: str, src: str, schema: str, when: str, data: Any) -> dict[str, Any]:
+    @property
+    def source(self) -> str:
+        return f"/v2/Flows/{self.flow}/Executions/{self.execution}"
+
+    def at(self, seconds: int) -> str:
+        return (self.t0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    def data(self) -> dict[str, Any]:
+        """The attributes both execution events carry."""
         return {
-            "specversion": "1.0",
-            "type": kind,
-            "source": src,
-            "id": "EZ" + secrets.token_hex(16),
-            "dataschema": f"https://events-schemas.twilio.com/{schema}",
-            "datacontenttype": "application/json",
-            "time": when,
-            "data": data,
+            "execution_sid": self.execution,
+            "account_sid": self.account,
+            "flow_sid": self.flow,
+            "contact_channel_address": "+15017122661",
+            "started_by": "Trigger",
+            "flow_revision": 1,
+            "date_created": self.at(0),
         }
 
-    execution_data = {
-        "execution_sid": execution,
-        "account_sid": account,
-        "flow_sid": flow,
-        "contact_channel_address": "+15017122661",
-        "started_by": "Trigger",
-        "flow_revision": 1,
-        "date_created": at(0),
-    }
-    events = [
-        envelope(
-            "com.twilio.studio.flow.execution.started",
-            source,
-            "Studio.FlowExecutionEvent/2",
-            at(0),
-            {**execution_data, "status": "active", "date_updated": at(0)},
-        )
-    ]
+
+def example_delivery(now: datetime | None = None) -> list[dict[str, Any]]:
+    """One execution (started, two steps, ended) plus the sink test event, fresh SIDs."""
+    ex = _Execution((now or datetime.now(UTC)).replace(microsecond=0))
+    events = [_execution_started(ex)]
     previous = "Trigger"
     for n, name in enumerate(("send_greeting", "gather_reply"), start=1):
-        step = "FT" + secrets.token_hex(16)
-        events.append(
-            envelope(
-                "com.twilio.studio.flow.step.ended",
-                f"{source}/Steps/{step}",
-                "Studio.FlowStepEvent/1",
-                at(n),
-                {
-                    "account_sid": account,
-                    "flow_sid": flow,
-                    "execution_sid": execution,
-                    "step_sid": step,
-                    "parent_step_sid": None,
-                    "name": name,
-                    "transitioned_from": previous,
-                    "transitioned_to": name,
-                    "date_created": at(n),
-                },
-            )
-        )
+        events.append(_step_ended(ex, n, name, previous))
         previous = name
-    events.append(
-        envelope(
-            "com.twilio.studio.flow.execution.ended",
-            source,
-            "Studio.FlowExecutionEvent/2",
-            at(4),
-            {
-                **execution_data,
-                "status": "ended",
-                "ended_reason": "FLOW_END",
-                "date_updated": at(4),
-            },
-        )
-    )
-    events.append(
-        envelope(
-            "com.twilio.eventstreams.test-event",
-            "Sink",
-            "EventStreams.TestSink/1.json",
-            at(0),
-            {"test_id": secrets.token_hex(16)},
-        )
-    )
+    events.append(_execution_ended(ex))
+    events.append(_test_event(ex))
     return events
+
+
+def _envelope(kind: str, src: str, schema: str, when: str, data: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "type": kind,
+        "source": src,
+        "id": "EZ" + secrets.token_hex(16),
+        "dataschema": f"https://events-schemas.twilio.com/{schema}",
+        "datacontenttype": "application/json",
+        "time": when,
+        "data": data,
+    }
+
+
+def _execution_started(ex: _Execution) -> dict[str, Any]:
+    return _envelope(
+        "com.twilio.studio.flow.execution.started",
+        ex.source,
+        "Studio.FlowExecutionEvent/2",
+        ex.at(0),
+        {**ex.data(), "status": "active", "date_updated": ex.at(0)},
+    )
+
+
+def _step_ended(ex: _Execution, n: int, name: str, previous: str) -> dict[str, Any]:
+    """Step ``n`` (seconds after the start), reached from ``previous``."""
+    step = "FT" + secrets.token_hex(16)
+    return _envelope(
+        "com.twilio.studio.flow.step.ended",
+        f"{ex.source}/Steps/{step}",
+        "Studio.FlowStepEvent/1",
+        ex.at(n),
+        {
+            "account_sid": ex.account,
+            "flow_sid": ex.flow,
+            "execution_sid": ex.execution,
+            "step_sid": step,
+            "parent_step_sid": None,
+            "name": name,
+            "transitioned_from": previous,
+            "transitioned_to": name,
+            "date_created": ex.at(n),
+        },
+    )
+
+
+def _execution_ended(ex: _Execution) -> dict[str, Any]:
+    return _envelope(
+        "com.twilio.studio.flow.execution.ended",
+        ex.source,
+        "Studio.FlowExecutionEvent/2",
+        ex.at(4),
+        {
+            **ex.data(),
+            "status": "ended",
+            "ended_reason": "FLOW_END",
+            "date_updated": ex.at(4),
+        },
+    )
+
+
+def _test_event(ex: _Execution) -> dict[str, Any]:
+    return _envelope(
+        "com.twilio.eventstreams.test-event",
+        "Sink",
+        "EventStreams.TestSink/1.json",
+        ex.at(0),
+        {"test_id": secrets.token_hex(16)},
+    )
 
 
 async def cmd_send_example(args: argparse.Namespace, settings: Settings) -> int:

@@ -93,6 +93,17 @@ def build_event(element: Any, *, check_storable: bool) -> Event:
             "not_an_object",
             f"a CloudEvent must be a JSON object, got {type(element).__name__}",
         )
+    _check_required(element)
+    _check_specversion(element)
+    _check_string_optional(element)
+    time = _event_time(element)
+    if check_storable:
+        _check_storable(element)
+    return _event(element, time)
+
+
+def _check_required(element: dict[str, Any]) -> None:
+    """Every required attribute present (never invented) and a non-empty string."""
     for name in REQUIRED:
         value = element.get(name)
         if value is None:
@@ -105,37 +116,50 @@ def build_event(element: Any, *, check_storable: bool) -> Event:
             raise ElementError(
                 "invalid_attribute", f"attribute '{name}' must be a non-empty string"
             )
+
+
+def _check_specversion(element: dict[str, Any]) -> None:
     if element["specversion"] != "1.0":
         raise ElementError(
             "unsupported_specversion",
             f"specversion {element['specversion'][:20]!r} is not supported (only 1.0)",
         )
+
+
+def _check_string_optional(element: dict[str, Any]) -> None:
     for name in STRING_OPTIONAL:
         value = element.get(name)
         if value is not None and not isinstance(value, str):
             raise ElementError("invalid_attribute", f"attribute '{name}' must be a string")
-    time: datetime | None = None
-    raw_time = element.get("time")
-    if raw_time is not None:
-        if not isinstance(raw_time, str):
-            raise ElementError("invalid_attribute", "attribute 'time' must be a string")
-        try:
-            time = parse_timestamp(raw_time, assume_utc=False)
-        except ValueError:
-            raise ElementError(
-                "invalid_attribute",
-                f"attribute 'time' {raw_time[:40]!r} is not an RFC 3339 timestamp",
-            ) from None
-    if check_storable:
-        problem = jsontext.storable_problem(element)
-        if problem:
-            raise ElementError("unstorable_value", f"the event {problem}")
 
+
+def _event_time(element: dict[str, Any]) -> datetime | None:
+    """The optional ``time`` attribute, an RFC 3339 timestamp."""
+    raw_time = element.get("time")
+    if raw_time is None:
+        return None
+    if not isinstance(raw_time, str):
+        raise ElementError("invalid_attribute", "attribute 'time' must be a string")
+    try:
+        return parse_timestamp(raw_time, assume_utc=False)
+    except ValueError:
+        raise ElementError(
+            "invalid_attribute",
+            f"attribute 'time' {raw_time[:40]!r} is not an RFC 3339 timestamp",
+        ) from None
+
+
+def _check_storable(element: dict[str, Any]) -> None:
+    problem = jsontext.storable_problem(element)
+    if problem:
+        raise ElementError("unstorable_value", f"the event {problem}")
+
+
+def _event(element: dict[str, Any], time: datetime | None) -> Event:
+    """The validated element as an Event: its data, its extensions and its Studio facts."""
     contenttype = element.get("datacontenttype")
     data = _decode_data(element.get("data"), contenttype)
-    extensions = {k: v for k, v in element.items() if k not in KNOWN}
-    if "data_base64" in element:
-        extensions["data_base64"] = element["data_base64"]
+    extensions = _extensions(element)
     event_type: str = element["type"]
     try:
         facts = studio_facts(event_type, data)
@@ -159,6 +183,14 @@ def build_event(element: Any, *, check_storable: bool) -> Event:
         extensions_json=extensions_json,
         studio=facts,
     )
+
+
+def _extensions(element: dict[str, Any]) -> dict[str, Any]:
+    """Attributes CloudEvents does not define, and ``data_base64`` (kept as it came)."""
+    extensions = {k: v for k, v in element.items() if k not in KNOWN}
+    if "data_base64" in element:
+        extensions["data_base64"] = element["data_base64"]
+    return extensions
 
 
 def _reject_element(element: Any, error: ElementError, body: bytes) -> Rejection:

