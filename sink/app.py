@@ -14,7 +14,7 @@ from aiohttp import web
 from sink.backfill.service import BackfillService
 from sink.config import Settings
 from sink.db.embedded import resolve_dsn
-from sink.db.pool import create_pool
+from sink.db.route import create_route_pool, route_for
 from sink.ingest.store import PostgresStore
 from sink.ingest.writer import GroupCommitWriter
 from sink.maintenance.schedule import run_periodically
@@ -22,7 +22,7 @@ from sink.metrics import Metrics
 from sink.ui import setup_ui
 from sink.web import admin, probes
 from sink.web.health import Health
-from sink.web.keys import BACKFILL, DSN, HEALTH, METRICS, POOL, SETTINGS, WRITER
+from sink.web.keys import BACKFILL, DSN, HEALTH, METRICS, POOL, ROUTE, SETTINGS, WRITER
 from sink.web.receiver import handle_events
 from sink.web.responses import Handler, error_middleware, error_response
 
@@ -34,9 +34,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = app.get(DSN) or await resolve_dsn(settings)
     app[DSN] = dsn
-    pool = await create_pool(
-        dsn, size=settings.db_pool_size, connect_timeout=settings.db_connect_timeout
-    )
+    route = app[ROUTE] = await route_for(settings, dsn)
+    pool = await create_route_pool(settings, route, size=settings.db_pool_size)
     app[POOL] = pool
     health = app[HEALTH]
     if not await probes.check_database(app):
@@ -67,7 +66,7 @@ async def _backfill_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[BACKFILL]
     pool = app.get(POOL)
     if pool is not None:
-        await service.start(pool, app[DSN])
+        await service.start(pool, app[ROUTE].session_dsn)
     try:
         yield
     finally:

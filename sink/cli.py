@@ -22,6 +22,7 @@ from sink.config import Settings, load_settings
 from sink.db import embedded, migrate
 from sink.db.embedded import resolve_dsn
 from sink.db.pool import redact_url
+from sink.db.route import direct_route, find_route
 from sink.errors import ConfigError, SinkError
 from sink.web.keys import HEALTH
 
@@ -93,12 +94,18 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    dsn = (
-        settings.database_url.get_secret_value()
-        if settings.database_url
-        else await embedded.prepare(settings.data_dir)
-    )
-    conn = await asyncpg.connect(dsn, timeout=settings.db_connect_timeout)
+    if settings.database_url is None:
+        route = direct_route(await embedded.prepare(settings.data_dir))
+    else:
+        route = await find_route(settings, settings.database_url.get_secret_value())
+    if route.session_dsn is None:
+        raise ConfigError(
+            "SINK_DATABASE_URL goes through a transaction pooler (PgBouncer), and migrations"
+            " hold a session advisory lock while they run, which a pooler cannot keep. Set"
+            " SINK_DATABASE_DIRECT_URL to a direct connection to Postgres (bypassing the"
+            " pooler) and run `studio-sink migrate` again."
+        )
+    conn = await asyncpg.connect(route.session_dsn, timeout=settings.db_connect_timeout)
     try:
         applied = await migrate.migrate(conn)
     finally:

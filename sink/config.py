@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # --- database -------------------------------------------------------------------
     database_url: SecretStr | None = None
+    database_direct_url: SecretStr | None = None
+    db_statement_cache: int | Literal["auto"] = "auto"
+    db_command_timeout: float = Field(15.0, gt=0)
     data_dir: Path = Path(".studio-sink")
     db_pool_size: int = Field(8, ge=2)
     db_connect_timeout: float = Field(3.0, gt=0)
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url",
+        "database_direct_url",
         "admin_token",
         "twilio_api_key_secret",
         "public_url",
@@ -92,6 +96,18 @@ class Settings(BaseSettings):
         """An empty variable (``SINK_X=``, as templates often render) means unset."""
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("db_statement_cache", mode="before")
+    @classmethod
+    def _auto_or_size(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("", "auto"):
+                return "auto"
+            if not text.isdigit():
+                raise ValueError("must be 'auto' or a number of statements (0 turns it off)")
+            return int(text)
         return value
 
     @property

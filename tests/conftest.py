@@ -17,6 +17,7 @@ from sink import jsontext
 from sink.app import create_app
 from sink.config import Settings
 from tests.support import pg
+from tests.support.pgbouncer import PgBouncer, find_pgbouncer
 from tests.support.twilio import TOKEN, signed_request
 
 
@@ -33,16 +34,58 @@ def pg_template(pg_server: str) -> Iterator[str]:
     asyncio.run(pg.drop(pg_server, name))
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in pool_mode=transaction in front of the test server."""
+    if find_pgbouncer() is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
+    bouncer = PgBouncer.start(pg_server, Path(tempfile.mkdtemp(prefix="studio-sink-pgb-")))
+    yield bouncer
+    bouncer.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked ``through_pgbouncer`` run twice: directly, and with the sink's
+    database URL pointing at a real PgBouncer in transaction mode (marked slow)."""
+    if "database_route" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "through_pgbouncer"
+    ):
+        metafunc.parametrize(
+            "database_route",
+            ["direct", pytest.param("pgbouncer", marks=pytest.mark.slow)],
+            indirect=True,
+        )
+
+
 @pytest.fixture
-async def database_url(pg_server: str, pg_template: str) -> AsyncIterator[str]:
+def database_route(request: pytest.FixtureRequest) -> str:
+    """How the sink under test reaches Postgres: "direct", or "pgbouncer"."""
+    route: str = getattr(request, "param", "direct")
+    return route
+
+
+@pytest.fixture
+async def direct_database_url(pg_server: str, pg_template: str) -> AsyncIterator[str]:
+    """A fresh database of its own, reached directly (the test's own view of it)."""
     name = await pg.clone(pg_server, pg_template)
     yield pg.with_database(pg_server, name)
     await pg.drop(pg_server, name)
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    connection = await asyncpg.connect(database_url)
+def database_url(
+    direct_database_url: str, database_route: str, request: pytest.FixtureRequest
+) -> str:
+    """The URL the sink under test is given: the database directly, or through PgBouncer."""
+    if database_route == "direct":
+        return direct_database_url
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+    return bouncer.url(pg.database_of(direct_database_url))
+
+
+@pytest.fixture
+async def conn(direct_database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    connection = await asyncpg.connect(direct_database_url)
     yield connection
     await connection.close()
 

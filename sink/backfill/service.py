@@ -1,6 +1,6 @@
 """Backfill inside ``studio-sink serve``: workers, LISTEN/NOTIFY wake-ups, auto mode.
 
-``BackfillService`` lives for the app's lifetime: ``start(pool, dsn)`` after the pool is
+``BackfillService`` lives for the app's lifetime: ``start(pool, listen_dsn)`` after the pool is
 open, ``stop()`` before it closes (``sink.app`` does both in an aiohttp cleanup
 context). Workers start only when ``SINK_BACKFILL_WORKERS`` > 0 and Studio credentials
 are set; requests queued meanwhile wait for a process that can run them.
@@ -95,7 +95,9 @@ class BackfillService:
     def running(self) -> bool:
         return self._runner is not None
 
-    async def start(self, pool: asyncpg.Pool[Any], dsn: str) -> None:
+    async def start(self, pool: asyncpg.Pool[Any], listen_dsn: str | None) -> None:
+        """Start the workers; ``listen_dsn`` is a session for LISTEN (None: poll only, as
+        behind a transaction pooler without SINK_DATABASE_DIRECT_URL)."""
         if self._auto is not None:
             self._spawn(self._auto.run(pool), "auto-backfill")
         workers = self._settings.backfill_workers
@@ -115,7 +117,10 @@ class BackfillService:
             metrics=self._metrics,
         )
         self._runner = runner
-        self._spawn(self._listen(dsn, pool, runner), "backfill-listen")
+        if listen_dsn is None:
+            self._spawn(self._poll_only(pool, runner), "backfill-poll")
+        else:
+            self._spawn(self._listen(listen_dsn, pool, runner), "backfill-listen")
         self._spawn(runner.heartbeat(), "backfill-heartbeat")
         for n in range(workers):
             self._spawn(runner.work(), f"backfill-worker-{n}")
@@ -165,6 +170,11 @@ class BackfillService:
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(*DB_ERRORS):
                         await asyncio.shield(conn.close(timeout=2))
+
+    async def _poll_only(self, pool: asyncpg.Pool[Any], runner: Runner) -> None:
+        """Wake the workers every POLL_SECONDS: LISTEN needs a session of its own."""
+        while True:
+            await self._poll(pool, runner)
 
     async def _poll(self, pool: asyncpg.Pool[Any], runner: Runner) -> None:
         await asyncio.sleep(POLL_SECONDS)

@@ -11,14 +11,21 @@ import asyncpg
 from sink.config import Settings
 from sink.db import migrate
 from sink.db.embedded import resolve_dsn
+from sink.db.route import Route, route_for
 from sink.twilio import parse_timestamp
 
 
-async def open_database(settings: Settings) -> asyncpg.Connection[Any]:
-    """A connection to the sink's database (SINK_DATABASE_URL or the embedded one), whose
-    schema is current."""
-    dsn = await resolve_dsn(settings)
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=settings.db_connect_timeout)
+async def open_route(settings: Settings) -> Route:
+    """How to reach the sink's database (SINK_DATABASE_URL or the embedded one)."""
+    return await route_for(settings, await resolve_dsn(settings))
+
+
+async def open_database(settings: Settings, route: Route | None = None) -> asyncpg.Connection[Any]:
+    """A connection to the sink's database whose schema is current."""
+    route = route or await open_route(settings)
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(
+        route.dsn, timeout=settings.db_connect_timeout, **route.connect_options()
+    )
     try:
         await migrate.check_current(conn)
     except BaseException:

@@ -12,11 +12,9 @@ from tqdm import tqdm
 
 from sink.backfill import queue as q
 from sink.backfill.runner import Summary, make_client, run_foreground
-from sink.commands._common import iso_datetime
+from sink.commands._common import iso_datetime, open_database, open_route
 from sink.config import Settings
-from sink.db import migrate
-from sink.db.embedded import resolve_dsn
-from sink.db.pool import create_pool
+from sink.db.route import create_route_pool
 from sink.errors import ConfigError
 
 
@@ -87,10 +85,9 @@ def _print_summary(summary: Summary) -> None:
 async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     client = make_client(settings)  # fails early, before queuing, without credentials
     try:
-        dsn = await resolve_dsn(settings)
-        conn = await asyncpg.connect(dsn, timeout=settings.db_connect_timeout)
+        route = await open_route(settings)
+        conn = await open_database(settings, route)
         try:
-            await migrate.check_current(conn)
             try:
                 rid = await _queue(args, conn)
             except asyncpg.InvalidParameterValueError as exc:
@@ -99,7 +96,7 @@ async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
         workers = max(1, settings.backfill_workers)
-        pool = await create_pool(dsn, size=workers + 2, connect_timeout=settings.db_connect_timeout)
+        pool = await create_route_pool(settings, route, size=workers + 2)
         bar = _Bar(rid, disable=args.quiet)
         try:
             summary = await run_foreground(

@@ -12,12 +12,17 @@ import asyncpg.pool
 
 from sink.errors import DatabaseUnavailable
 
-# SQLSTATE classes a retry can fix: connection exception, insufficient resources,
-# operator intervention (shutdown, crash recovery), transaction rollback (deadlock,
-# serialization), system error.
-_TRANSIENT_CLASSES: Final = frozenset({"08", "53", "57", "40", "58"})
+# SQLSTATE classes that blame the data: data exception (a NUL, a bad date), integrity
+# constraint violation, program limit exceeded (a value too large). Everything else
+# (connection trouble, a pooler's prepared-statement errors 26000/42P05, a lock timeout
+# 55P03, an internal error XX000, a schema the code does not match) says nothing about the
+# data: the delivery is answered 503 and Twilio retries it, rather than keeping a valid
+# event as refused.
+_BAD_DATA_CLASSES: Final = frozenset({"22", "23", "54"})
 RETRYABLE_IN_PLACE: Final = frozenset({"40001", "40P01"})  # serialization, deadlock
 IN_PLACE_ATTEMPTS: Final = 3
+# What a transaction pooler answers to asyncpg's named prepared statements.
+POOLER_STATES: Final = frozenset({"26000", "42P05"})
 
 # The connection failed rather than the statement: nothing is known about the data.
 CONNECTION_ERRORS: Final = (
@@ -39,8 +44,7 @@ Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[An
 def is_transient(exc: BaseException) -> bool:
     """True when the failure says nothing about the data: a retry later may succeed."""
     if isinstance(exc, asyncpg.PostgresError):
-        state = exc.sqlstate or ""
-        return state[:2] in _TRANSIENT_CLASSES
+        return not is_bad_data(exc)
     return isinstance(
         exc,
         OSError
@@ -53,28 +57,43 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_bad_data(exc: asyncpg.PostgresError) -> bool:
     """True when Postgres refused the statement for the data it was given."""
-    return not is_transient(exc)
+    return (exc.sqlstate or "")[:2] in _BAD_DATA_CLASSES
 
 
 def unavailable(exc: BaseException) -> DatabaseUnavailable:
     state = getattr(exc, "sqlstate", None)
     what = f"{type(exc).__name__}{f' [{state}]' if state else ''}"
+    fix = (
+        "Prepared statements do not survive a transaction pooler (PgBouncer): set"
+        " SINK_DB_STATEMENT_CACHE=0, or leave it at auto."
+        if state in POOLER_STATES
+        else "Check that the database is up and SINK_DATABASE_URL points at it."
+    )
     return DatabaseUnavailable(
-        f"Postgres is unavailable ({what}); deliveries are answered 503 so Twilio retries."
-        " Check that the database is up and SINK_DATABASE_URL points at it."
+        f"Postgres is unavailable ({what}); deliveries are answered 503 so Twilio retries. {fix}"
     )
 
 
-async def create_pool(dsn: str, *, size: int, connect_timeout: float) -> asyncpg.Pool[Any]:
-    """A pool that connects lazily, so the sink starts (and answers 503) while Postgres is down."""
+async def create_pool(
+    dsn: str,
+    *,
+    size: int,
+    connect_timeout: float,
+    command_timeout: float | None,
+    statement_cache: int,
+) -> asyncpg.Pool[Any]:
+    """A pool that connects lazily, so the sink starts (and answers 503) while Postgres is
+    down. ``command_timeout`` turns a connection that hangs without an answer (a frozen
+    primary) into an error the caller can retry."""
     pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=size,
         timeout=connect_timeout,
-        command_timeout=None,
+        command_timeout=command_timeout,
         max_inactive_connection_lifetime=300,
         server_settings={"application_name": "studio-sink"},
+        statement_cache_size=statement_cache,
     )
     return pool
 

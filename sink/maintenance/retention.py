@@ -1,7 +1,6 @@
 """The data's life cycle: event partitions and retention (``studio-sink maintain``).
 
-Everything here talks SQL through the named constants below. Replay and export live in
-``sink.replay`` and ``sink.export``.
+Replay and export live in ``sink.maintenance.replay`` and ``sink.maintenance.export``.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from sink.db.queries import query
 log = logging.getLogger(__name__)
 
 PARTITION_DAYS_AHEAD: Final = 7
+DELETE_BATCH_ROWS: Final = 5000  # rows per expiry transaction: each holds its locks briefly
 
 # --- partitions and retention ----------------------------------------------------------
 
@@ -66,67 +66,86 @@ async def maintain(
     typed_retention_days: int | None = None,
     dry_run: bool = False,
     days_ahead: int = PARTITION_DAYS_AHEAD,
+    batch_rows: int = DELETE_BATCH_ROWS,
 ) -> MaintainReport:
-    """Create future partitions; expire raw events (and typed rows) past their retention."""
+    """Create future partitions; expire raw events (and typed rows) past their retention.
+
+    Every step is its own short transaction, and the steps that must not run twice at once
+    take a transaction-level advisory lock: this works the same through a transaction
+    pooler (PgBouncer), where a session lock would be lost between statements.
+    """
     report = MaintainReport(dry_run=dry_run)
-    await conn.execute(query("advisory_lock"), MAINTAIN_LOCK)
-    try:
-        if dry_run:
-            report.partitions_created = await conn.fetchval(
-                query("count_missing_partitions"), days_ahead
-            )
-        else:
+    if dry_run:
+        report.partitions_created = await conn.fetchval(
+            query("count_missing_partitions"), days_ahead
+        )
+    else:
+        async with conn.transaction():
+            await conn.execute(query("advisory_xact_lock"), MAINTAIN_LOCK)
             report.partitions_created = await conn.fetchval(query("ensure_partitions"), days_ahead)
-        if retention_days is not None:
-            report.event_cutoff = await conn.fetchval(query("event_cutoff"), retention_days)
-            await _expire_events(conn, report)
-        if typed_retention_days is not None:
-            report.typed_cutoff = await conn.fetchval(query("typed_cutoff"), typed_retention_days)
-            await _expire_typed(conn, report)
-    finally:
-        await conn.execute(query("advisory_unlock"), MAINTAIN_LOCK)
+    if retention_days is not None:
+        report.event_cutoff = await conn.fetchval(query("event_cutoff"), retention_days)
+        await _expire_events(conn, report, batch_rows)
+    if typed_retention_days is not None:
+        report.typed_cutoff = await conn.fetchval(query("typed_cutoff"), typed_retention_days)
+        await _expire_typed(conn, report)
     return report
 
 
-async def _expire_events(conn: Conn, report: MaintainReport) -> None:
+async def _drop_partition(conn: Conn, name: str) -> bool:
+    """Drop one partition in a transaction of its own, waiting at most a moment for its
+    lock (ingestion queues behind a waiting DROP); False when it is busy."""
+    try:
+        async with conn.transaction():
+            await conn.execute(query("advisory_xact_lock"), MAINTAIN_LOCK)
+            await conn.execute(query("set_drop_lock_timeout"))
+            await conn.execute(query("drop_partition").format(name=_quote_ident(name)))
+    except asyncpg.LockNotAvailableError:
+        log.warning("partition sink.%s is busy (a long query reads it); next run", name)
+        return False
+    log.info("dropped event partition sink.%s", name)
+    return True
+
+
+async def _delete_in_batches(conn: Conn, statement: str, *args: object, batch_rows: int) -> int:
+    """Run a ``LIMIT``ed delete until it deletes nothing; each batch commits on its own, so
+    no lock is held for long. Returns the rows deleted."""
+    total = 0
+    while True:
+        deleted = _count(await conn.execute(statement, *args, batch_rows))
+        total += deleted
+        if deleted < batch_rows:
+            return total
+
+
+async def _expire_events(conn: Conn, report: MaintainReport, batch_rows: int) -> None:
     cutoff = report.event_cutoff
     keys = 0
     for row in await conn.fetch(query("expired_partitions"), cutoff):
         name, lo, hi = row["name"], row["lo"], row["hi"]
         if report.dry_run:  # its keys are counted with the others below
             report.partitions_dropped.append(name)
-            continue
-        try:
-            # the day's events and their dedup keys go together, or not at all
-            async with conn.transaction():
-                await conn.execute(query("set_drop_lock_timeout"))
-                await conn.execute(query("drop_partition").format(name=_quote_ident(name)))
-                keys += _count(await conn.execute(query("delete_keys_between"), lo, hi))
-        except asyncpg.LockNotAvailableError:
-            log.warning("partition sink.%s is busy (a long query reads it); next run", name)
+        elif await _drop_partition(conn, name):
+            report.partitions_dropped.append(name)
+            # the events are gone and committed; their keys outlive them, briefly
+            keys += await _delete_in_batches(
+                conn, query("delete_keys_between"), lo, hi, batch_rows=batch_rows
+            )
+        else:
             report.partitions_busy.append(name)
-            continue
-        report.partitions_dropped.append(name)
-        log.info("dropped event partition sink.%s", name)
     if report.partitions_busy:
         # keys must outlive their events: leave the rest for the next run
         report.deleted["event_keys"] = keys
         return
-    async with conn.transaction():
+    names = ("default_partition_events", "event_keys", "rejected_events", "deliveries")
+    for name in names:
         if report.dry_run:
-            report.deleted["default_partition_events"] = await conn.fetchval(
-                query("count_default_partition_events"), cutoff
-            )
+            n = await conn.fetchval(query(f"count_old_{name}"), cutoff)
         else:
-            report.deleted["default_partition_events"] = _count(
-                await conn.execute(query("delete_default_partition_events"), cutoff)
+            n = await _delete_in_batches(
+                conn, query(f"delete_old_{name}"), cutoff, batch_rows=batch_rows
             )
-        for name in ("event_keys", "rejected_events", "deliveries"):
-            if report.dry_run:
-                n = await conn.fetchval(query(f"count_old_rows_{name}"), cutoff)
-            else:
-                n = _count(await conn.execute(query(f"delete_old_rows_{name}"), cutoff))
-            report.deleted[name] = n + (keys if name == "event_keys" else 0)
+        report.deleted[name] = n + (keys if name == "event_keys" else 0)
 
 
 async def _expire_typed(conn: Conn, report: MaintainReport) -> None:

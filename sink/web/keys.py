@@ -9,6 +9,7 @@ from aiohttp import web
 
 from sink.backfill.service import BackfillService
 from sink.config import Settings
+from sink.db.route import Route
 from sink.ingest.writer import GroupCommitWriter
 from sink.metrics import Metrics
 from sink.web.auth import Session, UiAuth
@@ -18,6 +19,7 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool")
 DSN = web.AppKey("dsn", str)
+ROUTE = web.AppKey("route", Route)
 WRITER = web.AppKey("writer", GroupCommitWriter)
 HEALTH = web.AppKey("health", Health)
 BACKFILL = web.AppKey("backfill", BackfillService)

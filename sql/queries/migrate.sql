@@ -27,3 +27,15 @@ SELECT 1;
 -- name: database_exists
 -- Whether a database of that name exists on the server (the embedded one).
 SELECT 1 FROM pg_database WHERE datname = $1;
+
+-- name: backend_pid
+-- The server backend serving this connection: two client connections sharing one means a pooler.
+SELECT pg_backend_pid();
+
+-- name: advisory_lock
+-- Waits for the session advisory lock $1: concurrent migrators take turns (a direct session).
+SELECT pg_advisory_lock($1);
+
+-- name: advisory_unlock
+-- Releases the session advisory lock $1 that advisory_lock took.
+SELECT pg_advisory_unlock($1);

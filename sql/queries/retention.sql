@@ -1,10 +1,7 @@
--- name: advisory_lock
--- Waits for the session advisory lock $1 (migrations and maintenance runs take turns).
-SELECT pg_advisory_lock($1);
+-- name: advisory_xact_lock
+-- Waits for advisory lock $1 until the transaction ends (maintenance runs take turns).
+SELECT pg_advisory_xact_lock($1);
 
--- name: advisory_unlock
--- Releases the session advisory lock $1 that advisory_lock took.
-SELECT pg_advisory_unlock($1);
 
 -- name: ensure_partitions
 -- Creates the missing daily event partitions, yesterday to $1 days ahead; returns how many.
@@ -46,38 +43,43 @@ ORDER BY lo;
 DROP TABLE sink.{name};
 
 -- name: delete_keys_between
--- Deletes the dedup keys of a dropped partition's range [$1, $2), in the drop's transaction.
-DELETE FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2;
+-- Deletes up to $3 dedup keys of a dropped partition's range [$1, $2).
+DELETE FROM sink.event_keys WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM sink.event_keys WHERE received_at >= $1 AND received_at < $2 LIMIT $3));
 
--- name: delete_default_partition_events
--- Deletes the rows the default partition caught before the cutoff $1.
-DELETE FROM sink.events_default WHERE received_at < $1;
+-- name: delete_old_default_partition_events
+-- Deletes up to $2 rows the default partition caught before the cutoff $1.
+DELETE FROM sink.events_default WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM sink.events_default WHERE received_at < $1 LIMIT $2));
 
--- name: count_default_partition_events
+-- name: count_old_default_partition_events
 -- How many rows the default partition caught before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.events_default WHERE received_at < $1;
 
--- name: delete_old_rows_event_keys
--- Deletes the dedup keys received before cutoff $1, whose events are gone.
-DELETE FROM sink.event_keys WHERE received_at < $1;
+-- name: delete_old_event_keys
+-- Deletes up to $2 rows of sink.event_keys received before the cutoff $1.
+DELETE FROM sink.event_keys WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM sink.event_keys WHERE received_at < $1 LIMIT $2));
 
--- name: delete_old_rows_rejected_events
--- Deletes the rejected events received before cutoff $1.
-DELETE FROM sink.rejected_events WHERE received_at < $1;
+-- name: delete_old_rejected_events
+-- Deletes up to $2 rows of sink.rejected_events received before the cutoff $1.
+DELETE FROM sink.rejected_events WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM sink.rejected_events WHERE received_at < $1 LIMIT $2));
 
--- name: delete_old_rows_deliveries
--- Deletes the delivery records received before cutoff $1.
-DELETE FROM sink.deliveries WHERE received_at < $1;
+-- name: delete_old_deliveries
+-- Deletes up to $2 rows of sink.deliveries received before the cutoff $1.
+DELETE FROM sink.deliveries WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM sink.deliveries WHERE received_at < $1 LIMIT $2));
 
--- name: count_old_rows_event_keys
+-- name: count_old_event_keys
 -- How many dedup keys were received before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.event_keys WHERE received_at < $1;
 
--- name: count_old_rows_rejected_events
+-- name: count_old_rejected_events
 -- How many rejected events were received before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.rejected_events WHERE received_at < $1;
 
--- name: count_old_rows_deliveries
+-- name: count_old_deliveries
 -- How many delivery records were received before cutoff $1 (the dry run).
 SELECT count(*) FROM sink.deliveries WHERE received_at < $1;
 
@@ -103,5 +105,6 @@ SELECT (SELECT count(*) FROM gone) AS executions,
        (SELECT count(*) FROM sink.steps s JOIN gone USING (execution_sid)) AS steps;
 
 -- name: set_drop_lock_timeout
--- A partition drop waits at most this long for its lock: ingestion never queues behind it.
-SET LOCAL lock_timeout = '3s';
+-- A partition drop waits at most this long for its lock: ingestion queues behind a waiting DROP.
+SET LOCAL lock_timeout = '500ms';
+

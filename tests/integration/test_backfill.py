@@ -16,12 +16,16 @@ from pytest_aiohttp import AiohttpServer
 from sink.backfill import queue as q
 from sink.backfill.client import RateLimiter, StudioClient, StudioCredentials
 from sink.backfill.runner import Summary, run_foreground
-from sink.db.pool import create_pool
+from sink.config import Settings
+from sink.db.route import create_route_pool, route_for
 from tests.conftest import Sink
 from tests.fakes.studio_api import create_app
 from tests.fakes.studio_data import EPOCH, Execution, FakeStudio
 from tests.support.studio import fake_execution_events as events_for
 from tests.support.studio import sid
+
+pytestmark = pytest.mark.through_pgbouncer
+
 
 API_KEY = "SK" + "5" * 32
 SECRET = "backfill-api-key-secret"
@@ -40,7 +44,8 @@ async def studio_url(fake: FakeStudio, aiohttp_server: AiohttpServer) -> str:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
-    created = await create_pool(database_url, size=8, connect_timeout=3)
+    settings = Settings(database_url=database_url)
+    created = await create_route_pool(settings, await route_for(settings, database_url), size=8)
     yield created
     await created.close()
 

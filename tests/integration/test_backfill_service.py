@@ -17,6 +17,9 @@ from tests.fakes.studio_api import create_app
 from tests.fakes.studio_data import FakeStudio
 from tests.integration.test_backfill import API_KEY, SECRET, events_for
 
+pytestmark = pytest.mark.through_pgbouncer
+
+
 ADMIN = "admin-token-for-tests"
 WAIT = 20.0  # generous: polled, never asserted on
 
@@ -62,7 +65,7 @@ async def without_context(conn: asyncpg.Connection[Any]) -> int:
 
 
 async def test_sql_request_is_picked_up_by_the_running_sink(
-    database_url: str,
+    direct_database_url: str,
     start_sink: Callable[..., Any],
     fake: FakeStudio,
     studio_settings: dict[str, Any],
@@ -71,7 +74,7 @@ async def test_sql_request_is_picked_up_by_the_running_sink(
     [execution] = fake.populate(executions=1, steps=3)
     assert (await sink.post(events_for(execution)))[0] == 200
 
-    consumer = await asyncpg.connect(database_url)
+    consumer = await asyncpg.connect(direct_database_url)
     try:
         rid = await consumer.fetchval("SELECT studio.request_backfill($1)", execution.sid)
         finished = await eventually(

@@ -6,11 +6,15 @@ import itertools
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Sink
 from tests.support.studio import execution_story
+
+pytestmark = pytest.mark.through_pgbouncer
+
 
 STORY = execution_story(2)
 COLUMNS = (

@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from cloudevents.core.bindings.http import to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from tests.conftest import Sink
 from tests.support.studio import STEP, execution_story, sid, sink_test_event
+
+pytestmark = pytest.mark.through_pgbouncer
+
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "event-streams-delivery.json"
 

@@ -17,6 +17,9 @@ import pytest
 from tests.conftest import Sink
 from tests.support.studio import ENDED, STARTED, execution_story, sid, sink_test_event
 
+pytestmark = pytest.mark.through_pgbouncer
+
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 TSTZ = "timestamp with time zone"
 
@@ -237,13 +240,13 @@ def as_user(url: str, user: str, password: str) -> str:
 
 @pytest.fixture
 async def reader(
-    database_url: str, conn: asyncpg.Connection[Any]
+    direct_database_url: str, conn: asyncpg.Connection[Any]
 ) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A login role created exactly as docs/sql.md says, connected."""
     name = f"analyst_{os.getpid()}_{next(_roles)}"
     (admin,) = sql_blocks("sql admin")
     await conn.execute(re.sub(r"\banalyst\b", name, admin))
-    connection = await asyncpg.connect(as_user(database_url, name, "change-me"))
+    connection = await asyncpg.connect(as_user(direct_database_url, name, "change-me"))
     try:
         assert await connection.fetchval("SELECT current_user") == name
         yield connection

@@ -22,9 +22,7 @@ near_sids = st.builds(
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(
-    value=st.one_of(near_sids, st.text(max_size=40)), prefix=st.sampled_from(sorted(SID_KINDS))
-)
+@given(value=st.one_of(near_sids, st.text(max_size=40)), prefix=st.sampled_from(sorted(SID_KINDS)))
 async def test_python_and_sql_agree_on_what_a_sid_is(
     conn: asyncpg.Connection[Any], value: str, prefix: str
 ) -> None:
