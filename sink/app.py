@@ -14,15 +14,27 @@ from aiohttp import web
 from sink.backfill.service import BackfillService
 from sink.config import Settings
 from sink.db.embedded import resolve_dsn
+from sink.db.replication import log_replication_warning
 from sink.db.route import create_route_pool, route_for
 from sink.ingest.store import PostgresStore
 from sink.ingest.writer import GroupCommitWriter
+from sink.maintenance.quarantine import Keeper
 from sink.maintenance.schedule import run_periodically
 from sink.metrics import Metrics
 from sink.ui import setup_ui
 from sink.web import admin, probes
 from sink.web.health import Health
-from sink.web.keys import BACKFILL, DSN, HEALTH, METRICS, POOL, ROUTE, SETTINGS, WRITER
+from sink.web.keys import (
+    BACKFILL,
+    DSN,
+    HEALTH,
+    METRICS,
+    POOL,
+    QUARANTINE,
+    ROUTE,
+    SETTINGS,
+    WRITER,
+)
 from sink.web.receiver import handle_events
 from sink.web.responses import Handler, error_middleware, error_response
 
@@ -43,6 +55,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
             await pool.close()
             raise health.schema_behind
         log.warning("starting without the database: %s", health.last_db_error)
+    else:
+        await log_replication_warning(pool)
     writer = app[WRITER]
     writer.bind(PostgresStore(pool))
     writer.start()
@@ -99,6 +113,10 @@ def create_app(settings: Settings, *, dsn: str | None = None) -> web.Application
         app[DSN] = dsn
     app[BACKFILL] = BackfillService(settings, metrics)
     app[WRITER] = _writer(settings, metrics, app[BACKFILL])
+    app[QUARANTINE] = Keeper(
+        max_bytes=settings.quarantine_max_bytes,
+        max_bytes_per_hour=settings.quarantine_max_bytes_per_hour,
+    )
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_backfill_ctx)
     admin.add_routes(app)

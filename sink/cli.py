@@ -24,6 +24,7 @@ from sink.db.embedded import resolve_dsn
 from sink.db.pool import redact_url
 from sink.db.route import direct_route, find_route
 from sink.errors import ConfigError, SinkError
+from sink.ingest import redact
 from sink.web.keys import HEALTH
 
 log = logging.getLogger("sink")
@@ -43,6 +44,7 @@ def _warn_unverified() -> None:
 
 
 def check_serve_settings(settings: Settings) -> None:
+    redact.policy(settings)  # SINK_CONTACT_MODE=hash without SINK_PII_KEY: ConfigError
     if (
         settings.verify_signature
         and not settings.twilio_auth_token

@@ -37,11 +37,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     client_timeout: float = Field(5.0, gt=0)
 
+    # refused for their signature: kept for `studio-sink quarantine retry`, within caps
+    quarantine_max_bytes: int = Field(500 * 1024 * 1024, ge=0)
+    quarantine_max_bytes_per_hour: int = Field(50 * 1024 * 1024, ge=0)
+
     # --- database -------------------------------------------------------------------
     database_url: SecretStr | None = None
     database_direct_url: SecretStr | None = None
     db_statement_cache: int | Literal["auto"] = "auto"
-    db_command_timeout: float = Field(15.0, gt=0)
+    # a little over delivery_timeout: a command still unanswered after Twilio's 5 s is hung
+    db_command_timeout: float = Field(5.0, gt=0)
+    db_keepalive_idle: float = Field(10.0, ge=0)  # TCP keepalive after this silence; 0: off
     data_dir: Path = Path(".studio-sink")
     db_pool_size: int = Field(8, ge=2)
     db_connect_timeout: float = Field(3.0, gt=0)
@@ -69,6 +75,7 @@ class Settings(BaseSettings):
     backfill_rate_limit: float = Field(10.0, gt=0)
     backfill_concurrency: int = Field(8, ge=1)
     backfill_max_attempts: int = Field(8, ge=1)
+    backfill_max_retry_after: float = Field(300.0, gt=0)
     auto_backfill: bool = False
 
     # --- data life cycle ------------------------------------------------------------
@@ -76,16 +83,31 @@ class Settings(BaseSettings):
     typed_retention_days: int | None = Field(None, ge=1)
     maintain_interval: float = Field(3600.0, ge=0)
 
+    # --- privacy (docs/privacy.md) --------------------------------------------------
+    contact_mode: Literal["keep", "hash", "mask"] = "keep"
+    pii_key: SecretStr | None = None
+    redact_context_paths: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rejected_retention_days: int | None = Field(7, ge=1)
+    context_retention_days: int | None = Field(None, ge=1)
+
     @field_validator("twilio_auth_token", "twilio_shared_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_secrets(value)
+
+    @field_validator("redact_context_paths", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator(
         "database_url",
         "database_direct_url",
         "admin_token",
         "twilio_api_key_secret",
+        "pii_key",
         "public_url",
         "twilio_account_sid",
         "twilio_api_key_sid",

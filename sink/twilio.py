@@ -54,14 +54,27 @@ def optional_time(data: dict[str, Any], name: str) -> datetime | None:
         return None
 
 
-def optional_int(data: dict[str, Any], name: str) -> int | None:
-    """An integer field that fits Postgres ``integer`` (digits in a string too), or None."""
-    value = data.get(name)
-    if isinstance(value, bool):
-        return None
+def is_integer(value: Any) -> bool:
+    """Whether a JSON value is a whole number for Twilio's integer fields: a JSON integer
+    (not a boolean), or a string of ASCII digits (``"7"``; ``"²"`` and ``"-7"`` are not)."""
     if isinstance(value, str):
         text = value.strip()
-        value = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+        return text.isascii() and text.isdigit()
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def optional_int(data: dict[str, Any], name: str) -> int | None:
+    """An integer field that fits Postgres ``integer`` (digits in a string too), or None.
+
+    Lenient: anything else is None. Events are stricter (``sink.ingest.studio_facts``).
+    """
+    value = data.get(name)
+    if not is_integer(value):
+        return None
+    if isinstance(value, str):
+        digits = value.strip().lstrip("0") or "0"
+        # int() of a long digit string is slow (and refused over 4300 digits): it cannot fit
+        value = int(digits) if len(digits) < 11 else None
     if isinstance(value, int) and -(2**31) <= value < 2**31:
         return value
     return None

@@ -1,11 +1,14 @@
 """Studio v2 REST client: auth, paging, retries, rate limit.
 
 The REST API only fills gaps the event stream left (contexts, missed executions).
-Every call goes through one token bucket shared by the process and a concurrency
-cap; 429/5xx/transport errors are retried with exponential backoff and full jitter,
-honouring ``Retry-After``. Resources come back as plain dicts: the client reads
-both the seed (v1.27.0) and the current spec shapes and requires no field that only
-one of them has.
+Every call goes through one rate limit (``sink.backfill.ratelimit``: shared by every
+replica when ``make_client`` built it, else by the process) and a concurrency cap;
+429/5xx/transport errors are retried with exponential backoff and full jitter. A
+``Retry-After`` is honoured up to ``max_retry_after``: a short one is waited out here, a
+longer one (more than ``retry_in_place`` seconds) raises ``StudioRetryLater`` so the item
+waits in the queue instead of holding a worker. Resources come back as plain dicts: the
+client reads both the seed (v1.27.0) and the current spec shapes and requires no field that
+only one of them has.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from sink.backfill.ratelimit import RateLimiter
+from sink import jsontext
+from sink.backfill.ratelimit import Limiter, RateLimiter, RateLimitPaused
 from sink.twilio import is_sid, sid_rule
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "StudioCredentials",
     "StudioCredentialsError",
     "StudioGone",
+    "StudioRetryLater",
     "StudioUnavailable",
     "parse_retry_after",
 ]
@@ -67,6 +72,17 @@ class StudioCredentialsError(StudioApiError):
 
 class StudioUnavailable(StudioApiError):
     """429/5xx/timeouts/connection errors persisted through every retry."""
+
+
+class StudioRetryLater(StudioUnavailable):
+    """Twilio asked to wait longer than a worker should hold an item (a long ``Retry-After``,
+    or the pause a 429 started): try again in ``retry_after`` seconds. ``refund``: a 429,
+    which says nothing against the item, so its attempt is not counted."""
+
+    def __init__(self, message: str, *, retry_after: float, refund: bool, status: int | None = 429):
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+        self.refund = refund
 
 
 @dataclass(frozen=True)
@@ -134,21 +150,25 @@ class StudioClient:
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        max_retry_after: float = 300.0,
+        retry_in_place: float = 5.0,
         session: aiohttp.ClientSession | None = None,
         on_call: Callable[[str, int | None], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
     ) -> None:
         self._base = URL(base_url.rstrip("/"))
         self._credentials = credentials
         token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode())
         self._headers = {"Accept": "application/json", "Authorization": f"Basic {token.decode()}"}
-        self._limiter = rate_limiter or RateLimiter(rate_per_second)
+        self._limiter: Limiter = rate_limiter or RateLimiter(rate_per_second)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self._max_retry_after = max_retry_after
+        self._retry_in_place = retry_in_place
         self._session = session
         self._owns_session = session is None
         self._on_call = on_call
@@ -156,7 +176,7 @@ class StudioClient:
         self._random = random.SystemRandom()  # jitter
 
     @property
-    def rate_limiter(self) -> RateLimiter:
+    def rate_limiter(self) -> Limiter:
         return self._limiter
 
     async def __aenter__(self) -> StudioClient:
@@ -215,6 +235,12 @@ class StudioClient:
 
     async def fetch_flow(self, flow_sid: str) -> dict[str, Any]:
         return await self._get("flow", self._url(f"/v2/Flows/{_sid('FW', flow_sid)}"))
+
+    def iter_flows(self) -> AsyncIterator[dict[str, Any]]:
+        """Every flow of the account (GET /v2/Flows), page by page."""
+        return self._iter_list(
+            "flows", "flows", self._url("/v2/Flows", {"PageSize": str(PAGE_SIZE)})
+        )
 
     async def fetch_flow_revision(self, flow_sid: str, revision: int | str) -> dict[str, Any]:
         rev = str(revision)
@@ -279,7 +305,7 @@ class StudioClient:
                 return self._decode(label, url, reply.body)
             if status is not None and status != 429 and status < 500:
                 raise self._client_error(label, url, status, reply.body)
-            retry_after = parse_retry_after(reply.retry_after)
+            delay = await self._before_retry(label, reply, attempt)
             if attempt >= self._max_retries:
                 last = f"HTTP {status}" if status is not None else reply.error
                 raise StudioUnavailable(
@@ -290,17 +316,45 @@ class StudioClient:
                     ),
                     status=status,
                 )
-            delay = self._backoff(attempt, retry_after)
-            if status == 429:
-                self._limiter.penalize(delay)
             if self._on_retry is not None:
                 self._on_retry(label)
             attempt += 1
             await asyncio.sleep(delay)
 
+    async def _before_retry(self, label: str, reply: _Reply, attempt: int) -> float:
+        """Seconds to wait before trying again here; StudioRetryLater when Twilio asked for
+        a longer wait than a worker should spend holding an item."""
+        told = parse_retry_after(reply.retry_after)
+        if told is None:
+            ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt, 32))
+            delay = self._random.uniform(0, ceiling)  # full jitter
+        else:
+            delay = min(told, self._max_retry_after)
+        if reply.status == 429:
+            await self._limiter.record_429(delay)
+        if told is not None and delay > self._retry_in_place:
+            raise StudioRetryLater(
+                f"Studio API {label}: Twilio answered HTTP {reply.status} with Retry-After"
+                f" {reply.retry_after} (honoured up to {self._max_retry_after:.0f} s); the item"
+                f" waits {delay:.0f} s in the queue"
+                + (", no attempt counted" if reply.status == 429 else ""),
+                retry_after=delay,
+                refund=reply.status == 429,
+                status=reply.status,
+            )
+        return delay
+
     async def _attempt(self, label: str, url: URL) -> _Reply:
         async with self._semaphore:
-            await self._limiter.acquire()
+            try:
+                await self._limiter.acquire(self._retry_in_place)
+            except RateLimitPaused as exc:
+                raise StudioRetryLater(
+                    f"Studio API {label}: {exc}; the item waits in the queue until then,"
+                    " no attempt counted",
+                    retry_after=exc.seconds,
+                    refund=True,
+                ) from None
             try:
                 session = self._get_session()
                 async with session.get(
@@ -323,16 +377,10 @@ class StudioClient:
             self._owns_session = True
         return self._session
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self._backoff_cap)
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt, 32))
-        return self._random.uniform(0, ceiling)
-
     def _decode(self, label: str, url: URL, body: bytes) -> dict[str, Any]:
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            data = jsontext.loads_lenient(body)  # keeps a lone surrogate, for storable()
+        except jsontext.JsonError:
             data = None
         if not isinstance(data, dict):
             raise StudioApiError(

@@ -2,9 +2,14 @@
 
 ``ItemWorker.run(item)`` returns when the item's data is stored and raises the client's
 errors otherwise (``StudioGone``, ``StudioUnavailable``, ``StudioCredentialsError``,
-``StudioApiError``) or ``UnknownFlow``; the runner (``sink.backfill``) turns those into
-queue states. REST resources are read in both spec shapes (seed v1.27.0 and current):
-only ``sid`` is required; every other field is optional.
+``StudioApiError``), ``UnknownFlow`` or ``UnstorableContext``; the runner
+(``sink.backfill``) turns those into queue states. REST resources are read in both spec
+shapes (seed v1.27.0 and current): only ``sid`` is required; every other field is optional.
+
+Contexts are stored with each NUL (U+0000) and lone UTF-16 surrogate replaced by U+FFFD
+(``sink.jsontext.storable``): Postgres cannot store those characters, and an SMS can carry
+them. A context Postgres still refuses is left out and named in ``UnstorableContext``, raised
+after everything else of the execution is stored.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from typing import Any, Final
 
 import asyncpg
 
+from sink import jsontext
 from sink.backfill import queue as q
 from sink.backfill.client import StudioClient, StudioGone
+from sink.db.pool import is_bad_data
+from sink.ingest.redact import KEEP, Policy
 from sink.twilio import is_sid, optional_int, optional_text, optional_time
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,19 @@ STEP_CONTEXT_CHUNK: Final = 100  # step contexts fetched concurrently, then writ
 
 class UnknownFlow(Exception):
     """An execution SID whose flow is not stored: the REST API cannot be asked without it."""
+
+
+class UnstorableContext(Exception):
+    """Postgres refused fetched contexts for their content; the rest is stored."""
+
+    def __init__(self, execution_sid: str, refused: Sequence[tuple[str, str]]) -> None:
+        shown = "; ".join(f"{sid}: {reason}" for sid, reason in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        super().__init__(
+            f"execution {execution_sid}: {len(refused)} context(s) not stored ({shown}{more});"
+            " the rest of the execution is stored. Fetching again would be refused the same"
+            " way: those contexts stay NULL"
+        )
 
 
 def execution_row(body: dict[str, Any], flow_sid: str) -> q.ExecutionRow | None:
@@ -91,7 +112,9 @@ class ItemWorker:
         client: StudioClient,
         *,
         on_queued: Callable[[], None] | None = None,
+        privacy: Policy = KEEP,
     ) -> None:
+        self._privacy = privacy  # contacts and contexts redacted before they are stored
         self._pool = pool
         self._client = client
         self._on_queued = on_queued
@@ -101,6 +124,8 @@ class ItemWorker:
     async def run(self, item: q.Item) -> None:
         if item.kind == "flow_range":
             await self._flow_range(item)
+        elif item.kind == "flows":
+            await self._flows(item.flow_sid)
         else:
             await self._execution(item)
 
@@ -129,7 +154,7 @@ class ItemWorker:
         if not rows:
             return 0
         async with self._pool.acquire() as conn, conn.transaction():
-            await q.merge_executions(conn, rows)
+            await q.merge_executions(conn, self._privacy.rows(rows))
             added = await q.enqueue_listed(conn, request_id, flow, [r.execution_sid for r in rows])
         if added and self._on_queued is not None:
             self._on_queued()
@@ -151,15 +176,20 @@ class ItemWorker:
                 " (studio.request_backfill('FW...', since, until))"
             )
         try:
-            await self._execution_and_context(item, sid, flow)
+            refused = await self._execution_and_context(item, sid, flow)
             await self._steps(sid, flow)
         except StudioGone:
             async with self._pool.acquire() as conn:
                 await q.mark_execution_gone(conn, sid)
             raise
-        await self._step_contexts(sid, flow)
+        refused += await self._step_contexts(sid, flow)
+        if refused:
+            raise UnstorableContext(sid, refused)
 
-    async def _execution_and_context(self, item: q.Item, sid: str, flow: str) -> None:
+    async def _execution_and_context(
+        self, item: q.Item, sid: str, flow: str
+    ) -> list[tuple[str, str]]:
+        """Stores the execution and its context; the context, if Postgres refused it."""
         row: q.ExecutionRow | None = None
         if item.listed:
             context = await self._client.fetch_execution_context(flow, sid)
@@ -173,12 +203,23 @@ class ItemWorker:
                 if isinstance(answer, BaseException):
                     raise answer
             row, context = execution_row(answers[0], flow), answers[1]
+        needs: q.FlowNeeds | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             if row is not None:
-                await q.merge_executions(conn, [row])
-            needs = await q.set_execution_context(conn, sid, context.get("context"))
+                await q.merge_executions(conn, self._privacy.rows([row]))
+            try:
+                needs = await q.set_execution_context(
+                    conn, sid, self._privacy.context(context.get("context"))
+                )
+            except asyncpg.PostgresError as exc:
+                if not is_bad_data(exc):
+                    raise
+                return [(sid, q.refusal(exc))]
+            except jsontext.JsonError as exc:
+                return [(sid, f"its context cannot be stored: {exc}")]
         if needs is not None:
             await self._ensure_flow(flow, needs)
+        return []
 
     async def _steps(self, sid: str, flow: str) -> None:
         rows: list[q.StepRow] = []
@@ -196,9 +237,11 @@ class ItemWorker:
             async with self._pool.acquire() as conn:
                 await q.merge_steps(conn, rows)
 
-    async def _step_contexts(self, sid: str, flow: str) -> None:
+    async def _step_contexts(self, sid: str, flow: str) -> list[tuple[str, str]]:
+        """Fetches and stores the contexts not stored yet; those Postgres refused."""
         async with self._pool.acquire() as conn:
             pending = await q.steps_without_context(conn, sid)
+        refused: list[tuple[str, str]] = []
         for start in range(0, len(pending), STEP_CONTEXT_CHUNK):
             chunk = pending[start : start + STEP_CONTEXT_CHUNK]
             answers = await asyncio.gather(
@@ -214,12 +257,13 @@ class ItemWorker:
                 elif isinstance(answer, BaseException):
                     failure = failure or answer
                 else:
-                    found.append((step, answer.get("context")))
+                    found.append((step, self._privacy.context(answer.get("context"))))
             async with self._pool.acquire() as conn, conn.transaction():
-                await q.set_step_contexts(conn, found)
+                refused += await q.set_step_contexts(conn, found)
                 await q.mark_steps_gone(conn, gone)
             if failure is not None:
                 raise failure
+        return refused
 
     # -- flows ------------------------------------------------------------------------
 
@@ -250,3 +294,36 @@ class ItemWorker:
                     async with self._pool.acquire() as conn:
                         await q.store_revision(conn, row)
             self._flows_seen.add((flow, revision))
+
+    async def _flows(self, flow_sid: str | None) -> None:
+        """The flow (or every flow listed), its latest revision, and the revisions ran."""
+        if flow_sid is not None:
+            await self._store_flow(await self._client.fetch_flow(flow_sid))
+            return
+        stored = 0
+        async for body in self._client.iter_flows():
+            stored += await self._store_flow(body)
+        log.info("flows backfill: %d flows stored", stored)
+
+    async def _store_flow(self, body: dict[str, Any]) -> int:
+        sid = body.get("sid")
+        if not is_sid(sid, "FW"):
+            return 0
+        flow = str(sid)
+        row = flow_row(body, flow)
+        async with self._pool.acquire() as conn:
+            await q.store_flow(conn, row)
+            if row.revision is not None and row.definition is not None:
+                await q.store_revision(conn, row)
+            missing = await q.missing_revisions(conn, flow)
+        for revision in missing:
+            try:
+                answer = await self._client.fetch_flow_revision(flow, revision)
+            except StudioGone:
+                log.info("flow %s revision %d is gone from the Studio API", flow, revision)
+                continue
+            revision_row = flow_row(answer, flow)
+            if revision_row.revision is not None:
+                async with self._pool.acquire() as conn:
+                    await q.store_revision(conn, revision_row)
+        return 1

@@ -3,7 +3,8 @@
 Functions take a connection (or pool proxy); the SQL behind them lives in
 ``sql/migrations/0002_backfill.sql`` where it is more than one statement. ``WorkQueue`` is
 what the runner's loops need of the queue, and ``PostgresQueue`` is that over a pool (the
-unit tests use an in-memory one, ``tests/support/backfill_queue.py``).
+unit tests use an in-memory one, ``tests/support/backfill_queue.py``). ``PostgresSlots`` is
+the shared Studio API rate limit's slot source (``sink.backfill.ratelimit``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, Literal, Protocol
 import asyncpg
 
 from sink import jsontext
-from sink.db.pool import Conn
+from sink.backfill.ratelimit import SlotLease
+from sink.db.pool import Conn, is_bad_data
 from sink.db.queries import query
 
 RequestedBy = Literal["http", "sql", "cli", "auto", "ui"]
@@ -29,7 +31,7 @@ class Item:
 
     item_id: int
     request_id: int
-    kind: str  # 'execution' | 'flow_range'
+    kind: str  # 'execution' | 'flow_range' | 'flows'
     flow_sid: str | None
     execution_sid: str | None
     since: datetime | None
@@ -78,7 +80,7 @@ class FlowNeeds:
 
 async def enqueue(
     conn: Conn,
-    kind: Literal["executions", "flow", "missing"],
+    kind: Literal["executions", "flow", "missing", "flows"],
     requested_by: RequestedBy,
     *,
     execution_sids: Sequence[str] | None = None,
@@ -93,6 +95,8 @@ async def enqueue(
         rid = await conn.fetchval(query("enqueue_executions"), requested_by, sids)
     elif kind == "flow":
         rid = await conn.fetchval(query("enqueue_flow_range"), requested_by, flow_sid, since, until)
+    elif kind == "flows":  # flow_sid None: every flow of the account
+        rid = await conn.fetchval(query("enqueue_flows"), requested_by, flow_sid)
     else:
         rid = await conn.fetchval(query("enqueue_missing"), requested_by)
     return rid
@@ -313,10 +317,26 @@ async def merge_executions(conn: Conn, rows: Sequence[ExecutionRow]) -> None:
         await conn.execute(query("merge_api_executions"), *_columns(unique, ExecutionRow))
 
 
+def refusal(exc: asyncpg.PostgresError) -> str:
+    """Why Postgres refused a context: its message and SQLSTATE, without the detail and
+    context lines, which quote the row and the data (a contact, an SMS)."""
+    message = exc.args[0] if exc.args else type(exc).__name__
+    return f"Postgres refused its context: {message} (SQLSTATE {exc.sqlstate})"
+
+
+def _jsonb_text(value: Any) -> str:
+    """A context as a ``jsonb`` parameter: NULs and lone surrogates, which Postgres cannot
+    store, become U+FFFD (``jsontext.storable``). JsonError when it cannot be written."""
+    return jsontext.dumps(jsontext.storable(value))
+
+
 async def set_execution_context(conn: Conn, execution_sid: str, context: Any) -> FlowNeeds | None:
-    row = await conn.fetchrow(
-        query("set_execution_context"), execution_sid, jsontext.dumps(context)
-    )
+    """Stores a fetched context (as ``_jsonb_text``) in a savepoint of the caller's
+    transaction: if Postgres refuses it, its error is raised and the caller's other writes
+    can still commit. None when the execution is not stored."""
+    text = _jsonb_text(context)
+    async with conn.transaction():
+        row = await conn.fetchrow(query("set_execution_context"), execution_sid, text)
     if row is None:
         return None
     return FlowNeeds(row["flow_revision"], row["flow_known"], row["revision_known"])
@@ -333,12 +353,44 @@ async def steps_without_context(conn: Conn, execution_sid: str) -> list[str]:
     return [r["step_sid"] for r in rows]
 
 
-async def set_step_contexts(conn: Conn, contexts: Sequence[tuple[str, Any]]) -> None:
-    if contexts:
-        ordered = sorted(contexts, key=lambda pair: pair[0])  # lock rows as ingest does
-        sids = [sid for sid, _ in ordered]
-        texts = [jsontext.dumps(ctx) for _, ctx in ordered]
-        await conn.execute(query("set_step_contexts"), sids, texts)
+async def set_step_contexts(
+    conn: Conn, contexts: Sequence[tuple[str, Any]]
+) -> list[tuple[str, str]]:
+    """Stores fetched step contexts (as ``_jsonb_text``) in one statement; when Postgres
+    refuses that for its content, one by one, so a bad context holds back no other. The
+    (step SID, reason) of each context not stored. Savepoints keep the caller's transaction
+    usable."""
+    refused: list[tuple[str, str]] = []
+    rows: list[tuple[str, str]] = []
+    for sid, context in sorted(contexts, key=lambda pair: pair[0]):  # lock rows as ingest does
+        try:
+            rows.append((sid, _jsonb_text(context)))
+        except jsontext.JsonError as exc:
+            refused.append((sid, f"its context cannot be stored: {exc}"))
+    reason = await _try_step_contexts(conn, rows) if rows else None
+    if reason is not None and len(rows) == 1:
+        refused.append((rows[0][0], reason))
+    elif reason is not None:
+        for row in rows:
+            alone = await _try_step_contexts(conn, [row])
+            if alone is not None:
+                refused.append((row[0], alone))
+    return sorted(refused)
+
+
+async def _try_step_contexts(conn: Conn, rows: Sequence[tuple[str, str]]) -> str | None:
+    """Why Postgres refused these contexts for their content (None: stored); it raises what
+    says nothing about the data."""
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                query("set_step_contexts"), [sid for sid, _ in rows], [text for _, text in rows]
+            )
+    except asyncpg.PostgresError as exc:
+        if not is_bad_data(exc):
+            raise
+        return refusal(exc)
+    return None
 
 
 async def mark_execution_gone(conn: Conn, execution_sid: str) -> None:
@@ -356,3 +408,44 @@ async def store_flow(conn: Conn, flow: FlowRow) -> None:
 
 async def store_revision(conn: Conn, revision: FlowRow) -> None:
     await conn.execute(query("upsert_flow_revision"), *revision.args())
+
+
+async def missing_revisions(conn: Conn, flow_sid: str) -> list[int]:
+    """Revisions of the flow that stored executions ran and that are not stored."""
+    rows = await conn.fetch(query("missing_flow_revisions"), flow_sid)
+    return [r["flow_revision"] for r in rows]
+
+
+# -- the shared Studio API rate limit ------------------------------------------------
+
+MAX_PAUSE_ASKED = 1e7  # seconds: "wait out any pause", as a finite interval for Postgres
+
+
+class PostgresSlots:
+    """``SlotSource`` over a pool: the row ``key`` of ``sink.rate_limits``, changed only by
+    single statements, so it works through a transaction pooler too."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], key: str) -> None:
+        self._pool = pool
+        self._key = key
+
+    async def take(self, count: int, rate: float, max_pause: float) -> SlotLease:
+        asked = min(max_pause, MAX_PAUSE_ASKED)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(query("take_rate_slots"), self._key, rate, count, asked)
+        assert row is not None  # an upsert ... RETURNING always returns its row
+        interval: float = row["slot_seconds"]
+        return SlotLease(
+            granted=0 if row["paused_long"] else count,
+            first=row["next_slot_in"] - count * interval,
+            interval=interval,
+            paused=row["paused_for"],
+        )
+
+    async def record_429(
+        self, seconds: float, factor: float, min_factor: float, slowdown_seconds: float
+    ) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                query("record_rate_429"), self._key, seconds, factor, min_factor, slowdown_seconds
+            )

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -30,12 +31,15 @@ from sink.backfill.client import (
     StudioCredentials,
     StudioCredentialsError,
     StudioGone,
+    StudioRetryLater,
     StudioUnavailable,
 )
-from sink.backfill.item import ItemWorker, UnknownFlow
+from sink.backfill.item import ItemWorker, UnknownFlow, UnstorableContext
+from sink.backfill.ratelimit import SharedRateLimiter
 from sink.config import Settings
 from sink.db.pool import DB_ERRORS, is_transient, unavailable
 from sink.errors import ConfigError
+from sink.ingest.redact import KEEP, Policy
 from sink.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,12 @@ def studio_credentials(settings: Settings) -> StudioCredentials:
 
 
 def make_client(settings: Settings, metrics: Metrics | None = None) -> StudioClient:
-    """The Studio client for this process, counting calls and retries in ``metrics``."""
+    """The Studio client for this process, counting calls and retries in ``metrics``. Its
+    rate limit is shared by every replica, per account, once ``make_runner`` binds it to the
+    database."""
+    credentials = studio_credentials(settings)
+    account = settings.twilio_account_sid or credentials.username
+    limiter = SharedRateLimiter(settings.backfill_rate_limit, key=account)
     on_call = on_retry = None
     if metrics is not None:
         calls, retries = metrics.studio_api_calls, metrics.studio_api_retries
@@ -89,11 +98,12 @@ def make_client(settings: Settings, metrics: Metrics | None = None) -> StudioCli
 
     return StudioClient(
         settings.studio_base_url,
-        studio_credentials(settings),
-        rate_per_second=settings.backfill_rate_limit,
+        credentials,
         max_concurrency=settings.backfill_concurrency,
+        max_retry_after=settings.backfill_max_retry_after,
         on_call=on_call,
         on_retry=on_retry,
+        rate_limiter=limiter,
     )
 
 
@@ -124,6 +134,7 @@ class Runner:
         self._lease = lease
         self._retry_base = retry_base
         self._tokens: set[str] = set()
+        self._resume_at = 0.0  # time.monotonic(): no claim before, after a 429's long pause
         self.wake = asyncio.Event()
         self.stopping = False  # set by stop(): loops end after their current item
         self._random = random.SystemRandom()
@@ -132,6 +143,11 @@ class Runner:
         """One worker loop: every request's items, or (foreground) one request's until done."""
         while not self.stopping:
             self.wake.clear()
+            paused = self._resume_at - time.monotonic()
+            if paused > 0:  # Twilio asked to wait: every item would be handed back
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), paused)
+                continue
             token = uuid.uuid4().hex
             wait = POLL_SECONDS
             try:
@@ -192,7 +208,9 @@ class Runner:
         except StudioCredentialsError as exc:
             log.error("backfill request %d failed: %s", item.request_id, exc)
             await self._fail_request(item, str(exc))
-        except (StudioApiError, UnknownFlow) as exc:
+        except StudioRetryLater as exc:
+            await self._retry_later(item, token, exc)
+        except (StudioApiError, UnknownFlow, UnstorableContext) as exc:
             # includes StudioUnavailable: retried below unless out of attempts
             if not isinstance(exc, StudioUnavailable):
                 await self._finish(item, token, "failed", str(exc))
@@ -210,14 +228,33 @@ class Runner:
         else:
             await self._finish(item, token, "done")
 
-    async def _retry_or_fail(self, item: q.Item, token: str, reason: str) -> None:
+    async def _retry_later(self, item: q.Item, token: str, exc: StudioRetryLater) -> None:
+        """Twilio said when to come back: the item waits until then, holding no worker. After
+        a 429 its attempt is not counted, and this runner claims nothing before then."""
+        if not exc.refund:
+            await self._retry_or_fail(item, token, str(exc), delay=exc.retry_after)
+            return
+        self._resume_at = max(self._resume_at, time.monotonic() + exc.retry_after)
+        log.info(
+            "backfill request %d: item %d waits %.1f s: %s",
+            item.request_id,
+            item.item_id,
+            exc.retry_after,
+            exc,
+        )
+        await self._record_retry(item, token, str(exc), exc.retry_after, True)
+
+    async def _retry_or_fail(
+        self, item: q.Item, token: str, reason: str, *, delay: float | None = None
+    ) -> None:
         if item.attempts >= self._max_attempts:
             await self._finish(
                 item, token, "failed", f"{reason} (gave up after {item.attempts} attempts)"
             )
             return
-        delay = min(300.0, self._retry_base * 2 ** (item.attempts - 1))
-        delay *= self._random.uniform(0.5, 1.0)
+        if delay is None:
+            delay = min(300.0, self._retry_base * 2 ** (item.attempts - 1))
+            delay *= self._random.uniform(0.5, 1.0)
         log.info(
             "backfill request %d: item %d retried in %.1f s: %s",
             item.request_id,
@@ -267,6 +304,7 @@ def make_runner(
     max_attempts: int,
     metrics: Metrics | None = None,
     retry_base: float = 1.0,
+    privacy: Policy = KEEP,
 ) -> Runner:
     """The runner over Postgres and the Studio API; executions an item queues (a flow's
     listing) wake the runner's idle loops."""
@@ -274,9 +312,13 @@ def make_runner(
     def queued() -> None:  # called only from runner.work(), so after runner is bound
         runner.wake.set()
 
+    limiter = client.rate_limiter
+    if isinstance(limiter, SharedRateLimiter):  # make_client's: one limit for all replicas
+        limiter.bind(q.PostgresSlots(pool, limiter.key))
+
     runner = Runner(
         q.PostgresQueue(pool),
-        ItemWorker(pool, client, on_queued=queued),
+        ItemWorker(pool, client, on_queued=queued, privacy=privacy),
         max_attempts=max_attempts,
         metrics=metrics,
         retry_base=retry_base,
@@ -295,6 +337,7 @@ async def run_foreground(
     retry_base: float = 1.0,
     metrics: Metrics | None = None,
     progress_interval: float = 0.25,
+    privacy: Policy = KEEP,
 ) -> Summary:
     """Run one request's items in this process until none is left; its final summary.
 
@@ -302,7 +345,12 @@ async def run_foreground(
     request's state every ``progress_interval`` seconds and once at the end.
     """
     runner = make_runner(
-        pool, client, max_attempts=max_attempts, metrics=metrics, retry_base=retry_base
+        pool,
+        client,
+        max_attempts=max_attempts,
+        metrics=metrics,
+        retry_base=retry_base,
+        privacy=privacy,
     )
     queue = q.PostgresQueue(pool)
 

@@ -23,6 +23,7 @@ from sink.config import Settings
 from sink.constants import BACKFILL_CHANNEL
 from sink.db.pool import DB_ERRORS
 from sink.errors import ConfigError
+from sink.ingest import redact
 from sink.ingest.cloudevents import Event
 from sink.ingest.studio_facts import ExecutionFacts
 from sink.metrics import Metrics
@@ -115,6 +116,7 @@ class BackfillService:
             self._client,
             max_attempts=self._settings.backfill_max_attempts,
             metrics=self._metrics,
+            privacy=redact.policy(self._settings),
         )
         self._runner = runner
         if listen_dsn is None:

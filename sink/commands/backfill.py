@@ -16,6 +16,7 @@ from sink.commands._common import iso_datetime, open_database, open_route
 from sink.config import Settings
 from sink.db.route import create_route_pool
 from sink.errors import ConfigError
+from sink.ingest import redact
 
 
 class _Bar:
@@ -59,6 +60,8 @@ async def _queue(args: argparse.Namespace, conn: asyncpg.Connection[Any]) -> int
         rid = await q.enqueue(
             conn, "flow", "cli", flow_sid=args.flow, since=args.since, until=until
         )
+    elif args.flows is not None:  # "" (no value): every flow of the account
+        rid = await q.enqueue(conn, "flows", "cli", flow_sid=args.flows or None)
     else:
         rid = await q.enqueue(conn, "missing", "cli")
     return rid
@@ -106,6 +109,7 @@ async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
                 bar,
                 workers=workers,
                 max_attempts=settings.backfill_max_attempts,
+                privacy=redact.policy(settings),
             )
         finally:
             bar.close()
@@ -122,7 +126,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="fetch contexts and missed data from the Studio REST API, in the foreground",
         description=(
             "Queues a backfill and runs it here, with a progress bar: executions by SID, a"
-            " flow's executions created in a time range, or (--missing) every stored"
+            " flow's executions created in a time range, flow definitions (--flows), or"
+            " (--missing) every stored"
             " execution whose context, or one of whose steps' contexts, was never fetched."
             " Exits 0 when no item failed (items gone from the API, 404, are reported),"
             " 1 otherwise."
@@ -136,6 +141,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="an Execution SID (repeat for several)",
     )
     what.add_argument("--flow", metavar="FW...", help="a Flow SID; needs --since")
+    what.add_argument(
+        "--flows",
+        nargs="?",
+        const="",
+        metavar="FW...",
+        help="flow definitions: every flow of the account (GET /v2/Flows), or the one named,"
+        " with its latest revision and the revisions stored executions ran",
+    )
     what.add_argument(
         "--missing", action="store_true", help="every stored execution or step lacking context"
     )

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from sink.commands._common import iso_datetime, open_database
 from sink.config import Settings
+from sink.ingest import redact
 from sink.maintenance import replay as replay_mod
 from sink.twilio import STUDIO_TYPES
 
@@ -34,6 +35,7 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 types=types,
                 batch_size=args.batch_size,
                 on_batch=bar.update,
+                privacy=redact.policy(settings),
             )
     finally:
         await conn.close()

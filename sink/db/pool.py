@@ -1,16 +1,23 @@
-"""Connecting to Postgres, and translating driver errors into the project's own."""
+"""Connecting to Postgres (each host of a multi-host URL in turn, TCP keepalives, a pool
+that drops connections to a server that stopped answering), and translating driver errors
+into the project's own."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 import asyncpg.pool
 
 from sink.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 # SQLSTATE classes that blame the data: data exception (a NUL, a bad date), integrity
 # constraint violation, program limit exceeded (a value too large). Everything else
@@ -74,6 +81,168 @@ def unavailable(exc: BaseException) -> DatabaseUnavailable:
     )
 
 
+# TCP keepalive: after SINK_DB_KEEPALIVE_IDLE s of silence, this many probes this far apart;
+# unanswered, the kernel drops the connection (TCP_USER_TIMEOUT bounds unacknowledged data
+# the same way). A paused VM or a network partition then ends the connection by itself.
+KEEPALIVE_INTERVAL: Final = 2
+KEEPALIVE_PROBES: Final = 3
+# target_session_attrs that check the server's role: the order of the hosts then only decides
+# how fast the right one is found, so the host that last worked is tried first.
+_ROLE_CHECKS: Final = frozenset({"read-write", "primary", "standby", "read-only"})
+
+
+class NoUsableHost(OSError):
+    """No host of a multi-host database URL gave a usable session; a retry may find one."""
+
+
+def host_urls(dsn: str) -> list[str]:
+    """One URL per host of a multi-host URL (``postgresql://u:pw@h1:p1,h2:p2/db?...``), in
+    its order; ``[dsn]`` when it names one host or none (a socket, ``PGHOST``)."""
+    parts = urlsplit(dsn)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    hosts = [h for h in hostlist.split(",") if h]
+    if len(hosts) < 2:
+        return [dsn]
+    return [urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}")) for host in hosts]
+
+
+def _host_of(url: str) -> str:
+    return urlsplit(url).netloc.rpartition("@")[2] or "the default host"
+
+
+def _target_role(dsn: str) -> str:
+    role = parse_qs(urlsplit(dsn).query).get("target_session_attrs", [""])[-1]
+    return role or os.environ.get("PGTARGETSESSIONATTRS", "any")
+
+
+class HostOrder:
+    """The order in which to try the hosts of one database URL. When the URL asks for a
+    role (``target_session_attrs=read-write``...), the host that last gave a session comes
+    first and a host that hung goes last, so after a failover a new connection does not
+    wait for the old primary first every time."""
+
+    def __init__(self, dsn: str) -> None:
+        self.role = _target_role(dsn)
+        self._order = host_urls(dsn)
+        self._reorder = len(self._order) > 1 and self.role in _ROLE_CHECKS
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def attempts(self) -> list[str]:
+        return list(self._order)
+
+    def worked(self, url: str) -> None:
+        if self._reorder and url in self._order:
+            self._order.remove(url)
+            self._order.insert(0, url)
+
+    def hung(self, url: str) -> None:
+        if self._reorder and url in self._order:
+            self._order.remove(url)
+            self._order.append(url)
+
+
+def set_keepalive(conn: asyncpg.Connection[Any], idle: float) -> None:
+    """TCP keepalive on the connection's socket (asyncpg has no option for it); 0: off."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if idle <= 0 or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = {
+        "TCP_KEEPIDLE": max(1, round(idle)),
+        "TCP_KEEPINTVL": KEEPALIVE_INTERVAL,
+        "TCP_KEEPCNT": KEEPALIVE_PROBES,
+        "TCP_USER_TIMEOUT": (max(1, round(idle)) + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES) * 1000,
+    }
+    for name, value in options.items():
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+async def connect(
+    dsn: str,
+    *,
+    host_timeout: float,
+    keepalive_idle: float = 0.0,
+    hosts: HostOrder | None = None,
+    **options: Any,
+) -> asyncpg.Connection[Any]:
+    """``asyncpg.connect`` with ``host_timeout`` for *each* host of a multi-host URL, tried in
+    turn (asyncpg's own timeout covers all hosts together: a first host that hangs rather
+    than refuses would use it all and the next would never be tried)."""
+    order = hosts or HostOrder(dsn)
+    failures: list[tuple[str, BaseException]] = []
+    for url in order.attempts():
+        try:
+            conn: asyncpg.Connection[Any] = await asyncpg.connect(
+                url, timeout=host_timeout, **options
+            )
+        except asyncio.CancelledError:
+            order.hung(url)  # the caller gave up before this host answered
+            raise
+        except TimeoutError as exc:
+            order.hung(url)
+            if len(order) == 1:
+                raise
+            failures.append((url, exc))
+            continue
+        except DB_ERRORS as exc:
+            if len(order) == 1:
+                raise
+            failures.append((url, exc))
+            continue
+        order.worked(url)
+        set_keepalive(conn, keepalive_idle)
+        return conn
+    raise _no_usable_host(failures, order.role, host_timeout)
+
+
+def _no_usable_host(
+    failures: list[tuple[str, BaseException]], role: str, timeout: float
+) -> BaseException:
+    """The error naming the problem: a server's own refusal (a wrong password) when one
+    answered so, else every host's reason."""
+    for _, exc in failures:
+        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate != "57P03":
+            return exc
+    reasons = []
+    for url, exc in failures:
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {timeout:g} s"
+        elif isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+            why = f"not {role}"
+        else:
+            why = type(exc).__name__
+        reasons.append(f"{_host_of(url)}: {why}")
+    return NoUsableHost(
+        f"no host of the database URL gave a {role} session ({'; '.join(reasons)}); during a"
+        " failover this lasts until the new primary is promoted"
+    )
+
+
+if TYPE_CHECKING:
+    _Connection: TypeAlias = asyncpg.Connection[Any]
+else:
+    _Connection = asyncpg.Connection  # not subscriptable at run time
+
+
+class PoolConnection(_Connection):
+    """asyncpg's connection, which tells its pool when it had to be terminated: asyncpg
+    terminates a connection whose timed-out command the server never acknowledged (a
+    frozen server), and the pool's idle connections to that server would hang the same way."""
+
+    __slots__ = ("on_terminate",)
+    on_terminate: Callable[[], None]
+
+    def terminate(self) -> None:
+        callback = getattr(self, "on_terminate", None)
+        if callback is not None and not self.is_closed():
+            callback()
+        super().terminate()
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -81,15 +250,48 @@ async def create_pool(
     connect_timeout: float,
     command_timeout: float | None,
     statement_cache: int,
+    keepalive_idle: float = 0.0,
 ) -> asyncpg.Pool[Any]:
     """A pool that connects lazily, so the sink starts (and answers 503) while Postgres is
     down. ``command_timeout`` turns a connection that hangs without an answer (a frozen
-    primary) into an error the caller can retry."""
+    primary) into an error the caller can retry; one terminated for it expires the others,
+    so none is reused untested. Each host gets ``connect_timeout`` (see ``connect``)."""
+    hosts = HostOrder(dsn)
+    expiring: set[asyncio.Task[None]] = set()
+
+    def expire_all() -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # terminated outside the event loop: nothing to protect
+            return
+        if pool.is_closing():
+            return
+        log.warning(
+            "a database connection was terminated (a command or its cancellation went"
+            " unanswered): the pool replaces its other connections before reusing them"
+        )
+        task = loop.create_task(pool.expire_connections())
+        expiring.add(task)
+        task.add_done_callback(expiring.discard)
+
+    async def connect_one(*args: Any, **options: Any) -> asyncpg.Connection[Any]:
+        conn = await connect(
+            *args,
+            host_timeout=connect_timeout,
+            keepalive_idle=keepalive_idle,
+            hosts=hosts,
+            **options,
+        )
+        if isinstance(conn, PoolConnection):
+            conn.on_terminate = expire_all
+        return conn
+
     pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=size,
-        timeout=connect_timeout,
+        connect=cast(Any, connect_one),
+        connection_class=PoolConnection,
         command_timeout=command_timeout,
         max_inactive_connection_lifetime=300,
         server_settings={"application_name": "studio-sink"},

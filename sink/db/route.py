@@ -26,7 +26,7 @@ from typing import Any, Final
 import asyncpg
 
 from sink.config import Settings
-from sink.db.pool import DB_ERRORS, create_pool
+from sink.db.pool import DB_ERRORS, connect, create_pool
 from sink.db.queries import query
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ class Route:
 
 async def shares_backends(dsn: str, *, connect_timeout: float) -> bool:
     """Whether two client connections of ``dsn`` land on one server backend."""
-    first = await asyncpg.connect(dsn, timeout=connect_timeout, statement_cache_size=0)
+    first = await connect(dsn, host_timeout=connect_timeout, statement_cache_size=0)
     try:
-        second = await asyncpg.connect(dsn, timeout=connect_timeout, statement_cache_size=0)
+        second = await connect(dsn, host_timeout=connect_timeout, statement_cache_size=0)
         try:
             for _ in range(PROBES):
                 a = await first.fetchval(query("backend_pid"))
@@ -124,6 +124,7 @@ async def create_route_pool(settings: Settings, route: Route, *, size: int) -> a
         connect_timeout=settings.db_connect_timeout,
         command_timeout=settings.db_command_timeout,
         statement_cache=route.statement_cache,
+        keepalive_idle=settings.db_keepalive_idle,
     )
 
 

@@ -193,9 +193,13 @@ def _extensions(element: dict[str, Any]) -> dict[str, Any]:
     return extensions
 
 
-def _reject_element(element: Any, error: ElementError, body: bytes) -> Rejection:
-    if isinstance(element, dict):
+def _reject_element(
+    element: Any, error: ElementError, body: bytes, raw: bytes | None = None
+) -> Rejection:
+    """The element kept with its reason: ``raw`` (its own bytes) when known, else as JSON."""
+    if raw is None:
         raw = _safe_dump(element, body)
+    if isinstance(element, dict):
         return Rejection(
             reason=error.reason,
             detail=error.detail,
@@ -204,11 +208,12 @@ def _reject_element(element: Any, error: ElementError, body: bytes) -> Rejection
             event_id=_str_or_none(element.get("id")),
             source=_str_or_none(element.get("source")),
         )
-    return Rejection(reason=error.reason, detail=error.detail, raw=_safe_dump(element, body))
+    return Rejection(reason=error.reason, detail=error.detail, raw=raw)
 
 
 def _str_or_none(value: Any) -> str | None:
-    if isinstance(value, str) and "\x00" not in value:
+    """The attribute for a rejected row's text column, if Postgres can store it."""
+    if isinstance(value, str) and jsontext.storable_problem(value) is None:
         return value[:500]
     return None
 
@@ -226,7 +231,7 @@ def parse_structured(body: bytes) -> Delivery:
     try:
         decoded = jsontext.loads(body)
     except jsontext.JsonError as exc:
-        return _fatal(body, "not_json", f"the body is not valid JSON: {exc}")
+        return _parse_elements(body, exc)
     check = jsontext.needs_storable_check(body)
     if isinstance(decoded, dict):
         elements: list[Any] = [decoded]
@@ -238,12 +243,31 @@ def parse_structured(body: bytes) -> Delivery:
             "not_cloudevents",
             "the body is JSON but neither a CloudEvent object nor an array of them",
         )
+    return _build_all(elements, body, check=check)
+
+
+def _parse_elements(body: bytes, error: jsontext.JsonError) -> Delivery:
+    """A body orjson refused, parsed element by element, so that one element (a lone
+    UTF-16 surrogate) does not cost the batch; ``not_json`` when it is no JSON array."""
+    try:
+        pairs = jsontext.array_elements(body)
+    except jsontext.JsonError:
+        return _fatal(body, "not_json", f"the body is not valid JSON: {error}")
+    return _build_all([e for e, _ in pairs], body, check=True, raws=[r for _, r in pairs])
+
+
+def _build_all(
+    elements: list[Any], body: bytes, *, check: bool, raws: list[bytes] | None = None
+) -> Delivery:
+    """Each element as an Event or a Rejection (with its own bytes from ``raws`` when
+    given); fatal when there were elements and none is an Event."""
     delivery = Delivery()
-    for element in elements:
+    for n, element in enumerate(elements):
         try:
             delivery.events.append(build_event(element, check_storable=check))
         except ElementError as error:
-            delivery.rejected.append(_reject_element(element, error, body))
+            raw = None if raws is None else raws[n]
+            delivery.rejected.append(_reject_element(element, error, body, raw))
     if elements and not delivery.events:
         delivery.fatal = True
     return delivery

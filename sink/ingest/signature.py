@@ -41,6 +41,9 @@ REASONS: Final = {
     "bad_signature": "X-Twilio-Signature does not match any configured key for this URL",
     "unsupported_algorithm": "X-Twilio-Webhooks-Signature-Settings names an unknown algorithm",
     "no_key_configured": "no key is configured for the signature scheme this request uses",
+    "bad_host": "the URL rebuilt from the request has no valid host[:port] or is not UTF-8"
+    " (its Host, X-Forwarded-Host or X-Forwarded-Proto header); set SINK_PUBLIC_URL to the"
+    " exact URL configured in Twilio",
 }
 
 
@@ -66,8 +69,25 @@ def algorithm_from_settings(header: str | None) -> str:
     return HMAC_SHA1
 
 
+def is_checkable(url: str) -> bool:
+    """Whether the URL has a host[:port] that parses and is text HMAC can sign.
+
+    A URL rebuilt from a Host header such as ``a:b``, ``[x``, ``a:99999`` (or one with
+    bytes that are not UTF-8) is not; ``url_variants`` and ``verify`` need one that is.
+    """
+    try:
+        url.encode("utf-8")
+        urlsplit(url).port  # noqa: B018 - raises ValueError for a bad host or port
+    except ValueError:
+        return False
+    return True
+
+
 def url_variants(url: str) -> list[str]:
-    """The URL as given, without its port, and with the scheme's default port added."""
+    """The URL as given, without its port, and with the scheme's default port added.
+
+    Raises ValueError for a URL that is not ``is_checkable``.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
@@ -108,7 +128,8 @@ def verify(
     auth_tokens: Sequence[bytes],
     shared_keys: Sequence[bytes] = (),
 ) -> SignatureCheck:
-    """Check a delivery. ``urls`` are the candidate full URLs (public URL, rebuilt URL)."""
+    """Check a delivery. ``urls`` are the candidate full URLs (public URL, rebuilt URL);
+    those that are not ``is_checkable`` are left out (``bad_host`` when none is left)."""
     if not signature:
         return SignatureCheck(False, "missing_signature")
     algorithm = algorithm_from_settings(settings_header)
@@ -117,6 +138,9 @@ def verify(
     keys = shared_keys if settings_header else auth_tokens
     if not keys:
         return SignatureCheck(False, "no_key_configured")
+    urls = [url for url in urls if is_checkable(url)]
+    if not urls:
+        return SignatureCheck(False, "bad_host")
 
     given = signature.strip().encode("ascii", errors="replace")
     matched = False

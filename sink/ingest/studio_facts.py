@@ -1,8 +1,10 @@
 """The Studio facts carried by Studio events, for the typed tables. Pure: no I/O.
 
-A Studio event must name its SIDs (the typed rows are keyed by them); other fields are
-taken when they have the expected type and left empty otherwise: the raw event is kept
-in full either way.
+A Studio event must name its SIDs (the typed rows are keyed by them). An integer field
+(``flow_revision``) may be absent or null, but when present it must be an integer (a
+string of ASCII digits counts): a value of another kind (``"²"``, ``3.5``, ``true``) rejects
+the event, naming the field. Text and time fields are taken when they have the expected
+type and left empty otherwise. The raw event is kept in full either way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sink.twilio import (
     EXECUTION_ENDED,
     STEP_ENDED,
     STUDIO_TYPES,
+    is_integer,
     is_sid,
     optional_int,
     optional_text,
@@ -71,6 +74,20 @@ def _optional_sid(data: dict[str, Any], name: str, prefix: str) -> str | None:
     return value if is_sid(value, prefix) else None
 
 
+def _integer(data: dict[str, Any], name: str) -> int | None:
+    """An integer field: None when absent or null (or beyond Postgres ``integer``);
+    raises StudioDataError when it holds something other than an integer."""
+    value = data.get(name)
+    if value is not None and not is_integer(value):
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+        raise StudioDataError(
+            f"Studio event data '{name}' is not an integer: {shown} (Twilio sends a whole"
+            " number here, or null)"
+        )
+    return optional_int(data, name)
+
+
 def execution_facts(event_type: str, data: dict[str, Any]) -> ExecutionFacts:
     status_text = optional_text(data, "status")
     ended = event_type == EXECUTION_ENDED or (status_text or "").lower() == "ended"
@@ -81,7 +98,7 @@ def execution_facts(event_type: str, data: dict[str, Any]) -> ExecutionFacts:
         status="ended" if ended else "active",
         contact_channel_address=optional_text(data, "contact_channel_address"),
         started_by=optional_text(data, "started_by"),
-        flow_revision=optional_int(data, "flow_revision"),
+        flow_revision=_integer(data, "flow_revision"),
         ended_reason=optional_text(data, "ended_reason"),
         date_created=optional_time(data, "date_created"),
         date_updated=optional_time(data, "date_updated"),

@@ -18,7 +18,8 @@ from sink import jsontext
 from sink.db.pool import Conn, retry_in_place
 from sink.db.queries import query
 from sink.ingest.arrays import BatchItem, IngestArrays
-from sink.ingest.cloudevents import ElementError, Event, build_event
+from sink.ingest.cloudevents import Delivery, ElementError, Event, build_event
+from sink.ingest.redact import KEEP, Policy
 from sink.twilio import STUDIO_TYPES
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ async def replay(
     types: Sequence[str] = tuple(sorted(STUDIO_TYPES)),
     batch_size: int = 1000,
     on_batch: Callable[[int], object] | None = None,
+    privacy: Policy = KEEP,
 ) -> ReplayReport:
     """Merge the facts of stored raw events into the typed tables again, batch by batch.
 
@@ -90,7 +92,7 @@ async def replay(
             except ElementError as exc:
                 report.invalid += 1
                 log.warning("stored event %s is no longer valid: %s", row["event_id"], exc)
-        await _merge(conn, events, report)
+        await _merge(conn, privacy.delivery(Delivery(events=events)).events, report)
         last = rows[-1]
         after = (last["received_at"], last["source"], last["event_id"])
         report.events += len(rows)

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 PARTITION_DAYS_AHEAD: Final = 7
 DELETE_BATCH_ROWS: Final = 5000  # rows per expiry transaction: each holds its locks briefly
+QUARANTINE_DAYS: Final = 7  # quarantined deliveries expire after this without a retention
 
 # --- partitions and retention ----------------------------------------------------------
 
@@ -86,6 +87,7 @@ async def maintain(
     if retention_days is not None:
         report.event_cutoff = await conn.fetchval(query("event_cutoff"), retention_days)
         await _expire_events(conn, report, batch_rows)
+    await _expire_quarantine(conn, report, retention_days or QUARANTINE_DAYS, batch_rows)
     if typed_retention_days is not None:
         report.typed_cutoff = await conn.fetchval(query("typed_cutoff"), typed_retention_days)
         await _expire_typed(conn, report)
@@ -146,6 +148,19 @@ async def _expire_events(conn: Conn, report: MaintainReport, batch_rows: int) ->
                 conn, query(f"delete_old_{name}"), cutoff, batch_rows=batch_rows
             )
         report.deleted[name] = n + (keys if name == "event_keys" else 0)
+
+
+async def _expire_quarantine(
+    conn: Conn, report: MaintainReport, days: int, batch_rows: int
+) -> None:
+    """Deliveries refused for their signature, kept for a retry, older than ``days``."""
+    if report.dry_run:
+        n = await conn.fetchval(query("count_old_quarantine"), days)
+    else:
+        statement = query("delete_old_quarantine")
+        n = await _delete_in_batches(conn, statement, days, batch_rows=batch_rows)
+    if n:
+        report.deleted["quarantine"] = n
 
 
 async def _expire_typed(conn: Conn, report: MaintainReport) -> None:

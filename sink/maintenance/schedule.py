@@ -10,7 +10,7 @@ import asyncpg
 
 from sink.config import Settings
 from sink.db.pool import DB_ERRORS
-from sink.maintenance import retention
+from sink.maintenance import privacy, retention
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ async def run_periodically(pool: asyncpg.Pool[Any], settings: Settings) -> None:
                     retention_days=settings.retention_days if interval else None,
                     typed_retention_days=settings.typed_retention_days if interval else None,
                 )
+                if interval:  # contexts and rejected raw bytes past their retention
+                    await privacy.expire_for(conn, settings)
             if report.partitions_dropped or any(report.deleted.values()):
                 log.info("maintenance: %s", "; ".join(report.lines()))
         except DB_ERRORS as exc:

@@ -14,8 +14,11 @@ from typing import Any, Final
 
 import asyncpg
 
+from sink.analytics import queries as analytics
+from sink.backfill import queue as backfill_queue
 from sink.db.pool import Conn
 from sink.db.queries import query
+from sink.maintenance import quarantine
 from sink.twilio import TEST_EVENT_TYPE
 
 PAGE_SIZE: Final = 50
@@ -102,7 +105,10 @@ async def overview(conn: Conn, minutes: int) -> dict[str, Any]:
         "last_rejected": await conn.fetchval(query("ui_last_rejected")),
         "backfill": None,
         "backfill_recent": [],
+        "quarantined": {},  # reason -> deliveries refused for their signature, last hour
     }
+    if await has_relation(conn, "studio.quarantine"):
+        result["quarantined"] = await quarantine.recent_by_reason(conn, 3600)
     if await has_relation(conn, "studio.backfill_requests"):
         result["backfill"] = await conn.fetch(query("ui_backfill_summary"))
         result["backfill_recent"] = await conn.fetch(query("ui_backfill_recent"))
@@ -160,3 +166,69 @@ async def backfill_request(conn: Conn, request_id: int) -> asyncpg.Record | None
         return None
     row: asyncpg.Record | None = await conn.fetchrow(query("ui_backfill_request"), request_id)
     return row
+
+
+# -- the flow pages -------------------------------------------------------------------
+
+
+async def flows(conn: Conn) -> list[analytics.FlowOverview]:
+    return await analytics.flows_overview(conn)
+
+
+async def flow_names(conn: Conn, flow_sids: list[str]) -> dict[str, str]:
+    """Friendly names of the fetched flows among ``flow_sids``."""
+    if not flow_sids:
+        return {}
+    rows = await conn.fetch(query("ui_flow_names"), sorted(set(flow_sids)))
+    return {r["flow_sid"]: r["friendly_name"] for r in rows}
+
+
+async def flow(conn: Conn, flow_sid: str) -> asyncpg.Record:
+    row: asyncpg.Record | None = await conn.fetchrow(query("ui_flow"), flow_sid)
+    assert row is not None  # one row, whether or not the flow was fetched
+    return row
+
+
+async def flow_revisions(conn: Conn, flow_sid: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(query("ui_flow_revisions"), flow_sid)
+    return rows
+
+
+async def flow_definition(conn: Conn, flow_sid: str, revision: int) -> Any | None:
+    return await conn.fetchval(query("ui_flow_definition"), flow_sid, revision)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowWindow:
+    """Which executions a flow page counts: created in [since, until), of one revision."""
+
+    flow_sid: str
+    since: datetime
+    until: datetime
+    revision: int | None
+
+    def args(self) -> tuple[str, datetime, datetime, int | None]:
+        return self.flow_sid, self.since, self.until, self.revision
+
+
+async def transition_stats(conn: Conn, window: FlowWindow) -> list[analytics.TransitionStat]:
+    return await analytics.transition_stats(conn, *window.args())
+
+
+async def widget_stats(conn: Conn, window: FlowWindow) -> list[analytics.WidgetStat]:
+    return await analytics.widget_stats(conn, *window.args())
+
+
+async def ended_at_widget(conn: Conn, window: FlowWindow, widget: str) -> list[asyncpg.Record]:
+    """The 20 latest executions whose last step is at ``widget``."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        query("ui_flow_ended_at_widget"), *window.args(), widget
+    )
+    return rows
+
+
+async def request_flows_backfill(conn: Conn, flow_sid: str) -> int | None:
+    """Queue a fetch of the flow's definitions; None when the database lacks the 'flows' kind."""
+    if not await conn.fetchval(query("function_exists"), "sink.enqueue_flows(text,text)"):
+        return None
+    return await backfill_queue.enqueue(conn, "flows", "ui", flow_sid=flow_sid)

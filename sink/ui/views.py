@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -12,9 +13,11 @@ from yarl import URL
 
 from sink.backfill.runner import find_credentials
 from sink.config import Settings
+from sink.ingest import redact
 from sink.twilio import is_sid
 from sink.ui import queries
 from sink.ui.chart import per_minute_chart
+from sink.ui.flows import add_flow_routes, backfill_redirect
 from sink.ui.forms import parse_cursor, parse_filters
 from sink.ui.login import login_form, login_submit, logout, page_context, redirect, requires_login
 from sink.web.keys import METRICS, POOL, SETTINGS
@@ -65,9 +68,13 @@ async def overview(request: web.Request) -> web.StreamResponse:
 async def executions(request: web.Request) -> web.StreamResponse:
     errors: list[str] = []
     filters = parse_filters(request.query, errors)
+    # a contact is searched as it is stored: hashed or masked under SINK_CONTACT_MODE
+    stored_contact = redact.policy(request.app[SETTINGS]).contact(filters.contact)
+    filters = dataclasses.replace(filters, contact=stored_contact)
     after = parse_cursor(request.query, errors)
     async with request.app[POOL].acquire() as conn:
         rows = await queries.executions(conn, filters, after, queries.PAGE_SIZE + 1)
+        flow_names = await queries.flow_names(conn, [r["flow_sid"] for r in rows if r["flow_sid"]])
     more = len(rows) > queries.PAGE_SIZE
     rows = rows[: queries.PAGE_SIZE]
     next_url = None
@@ -91,6 +98,7 @@ async def executions(request: web.Request) -> web.StreamResponse:
             request,
             title="Executions",
             rows=rows,
+            flow_names=flow_names,
             form={
                 k: request.query.get(k, "")
                 for k in ("flow", "status", "ended_reason", "contact", "from", "until")
@@ -171,10 +179,7 @@ async def backfill_now(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="not an execution SID (FN + 32 hex digits)")
     async with request.app[POOL].acquire() as conn:
         request_id = await queries.request_backfill(conn, sid)
-    base = URL(f"/ui/executions/{sid}")
-    if request_id is None:
-        return redirect(str(base.with_query(notice="backfill_unavailable")))
-    return redirect(str(base.with_query(backfill=str(request_id))))
+    return backfill_redirect(f"/ui/executions/{sid}", request_id)
 
 
 @requires_login
@@ -260,3 +265,4 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/ui/backfill/{request_id}.json", backfill_status)
     router.add_get("/ui/flows/{flow_sid}/revisions/{revision}", revision)
     router.add_get("/ui/rejected", rejected)
+    add_flow_routes(router)

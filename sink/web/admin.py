@@ -18,7 +18,9 @@ from aiohttp import web
 
 from sink.backfill import queue as q
 from sink.db.pool import CONNECTION_ERRORS, is_transient, unavailable
-from sink.twilio import parse_timestamp
+from sink.ingest import redact
+from sink.maintenance import privacy
+from sink.twilio import is_sid, parse_timestamp, sid_rule
 from sink.web.keys import BACKFILL, POOL, SETTINGS
 from sink.web.responses import error_response
 
@@ -177,6 +179,70 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+# --- privacy: POST /privacy/forget, POST /privacy/contact-key --------------------------
+# The contact travels in the JSON body, never in the URL: URLs end up in proxies' logs.
+
+ADMIN_LABEL = "admin-token"  # who asked, in studio.erasures.requested_by
+
+
+def _contact_or_execution(body: Any) -> tuple[str | None, str | None, bool]:
+    if not isinstance(body, dict):
+        raise _BadRequest("the body must be a JSON object")
+    contact, execution = body.get("contact"), body.get("execution_sid")
+    if (contact is None) == (execution is None):
+        raise _BadRequest('give {"contact": "+1..."} or {"execution_sid": "FN..."}')
+    if contact is not None and (not isinstance(contact, str) or not contact.strip()):
+        raise _BadRequest("'contact' must be a non-empty string, e.g. \"+15551234567\"")
+    if execution is not None and not is_sid(execution, "FN"):
+        raise _BadRequest(f"'execution_sid' is not an Execution SID: {sid_rule('FN')}")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise _BadRequest("'dry_run' must be true or false")
+    return contact, execution, dry_run
+
+
+async def handle_forget(request: web.Request) -> web.Response:
+    try:
+        contact, execution, dry_run = _contact_or_execution(await request.json())
+    except ValueError as exc:
+        message = str(exc) if isinstance(exc, _BadRequest) else "the body is not valid JSON"
+        return error_response(400, "bad_request", message)
+    policy = redact.policy(request.app[SETTINGS])
+    async with request.app[POOL].acquire() as conn:
+        if execution is not None:
+            report = await privacy.forget_execution(
+                conn, execution, policy, requested_by=ADMIN_LABEL, dry_run=dry_run
+            )
+        else:
+            assert contact is not None
+            report = await privacy.forget_contact(
+                conn, contact, policy, requested_by=ADMIN_LABEL, dry_run=dry_run
+            )
+    return web.json_response(
+        {"dry_run": dry_run, "erasure_id": report.erasure_id, "removed": report.removed}
+    )
+
+
+async def handle_contact_key(request: web.Request) -> web.Response:
+    try:
+        contact, _, _ = _contact_or_execution(await request.json())
+    except ValueError as exc:
+        message = str(exc) if isinstance(exc, _BadRequest) else "the body is not valid JSON"
+        return error_response(400, "bad_request", message)
+    key = request.app[SETTINGS].pii_key
+    if key is None or contact is None:
+        return error_response(
+            404,
+            "no_pii_key",
+            "SINK_PII_KEY is not set, so contacts are not hashed and have no key; set it"
+            " (with SINK_CONTACT_MODE=hash) to store and look up hashed contacts",
+        )
+    hashed = redact.contact_key(contact, key.get_secret_value().encode())
+    return web.json_response({"contact_key": hashed})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/backfill", _guarded(handle_post_backfill))
     app.router.add_get("/backfill/{request_id}", _guarded(handle_get_backfill))
+    app.router.add_post("/privacy/forget", _guarded(handle_forget))
+    app.router.add_post("/privacy/contact-key", _guarded(handle_contact_key))

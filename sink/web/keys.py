@@ -11,6 +11,7 @@ from sink.backfill.service import BackfillService
 from sink.config import Settings
 from sink.db.route import Route
 from sink.ingest.writer import GroupCommitWriter
+from sink.maintenance.quarantine import Keeper
 from sink.metrics import Metrics
 from sink.web.auth import Session, UiAuth
 from sink.web.health import Health
@@ -22,6 +23,7 @@ DSN = web.AppKey("dsn", str)
 ROUTE = web.AppKey("route", Route)
 WRITER = web.AppKey("writer", GroupCommitWriter)
 HEALTH = web.AppKey("health", Health)
+QUARANTINE = web.AppKey("quarantine", Keeper)
 BACKFILL = web.AppKey("backfill", BackfillService)
 UI_AUTH = web.AppKey("ui_auth", UiAuth)
 

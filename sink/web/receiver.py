@@ -6,28 +6,48 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
 from sink.config import Settings
 from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
-from sink.ingest import signature
+from sink.ingest import redact, signature
 from sink.ingest.cloudevents import Delivery, parse_delivery
 from sink.ingest.store import ItemOutcome
+from sink.maintenance import quarantine
 from sink.metrics import Metrics, type_label
 from sink.twilio import TEST_EVENT_TYPE
-from sink.web.keys import HEALTH, METRICS, REQUEST_ID, SETTINGS, WRITER
+from sink.web.keys import HEALTH, METRICS, POOL, QUARANTINE, REQUEST_ID, SETTINGS, WRITER
 from sink.web.responses import error_response
 
 log = logging.getLogger(__name__)
 
 
-def signed_url(request: web.Request, settings: Settings) -> str:
+class RequestView(Protocol):
+    """What the signature check reads of a request: an aiohttp request, or one kept in
+    quarantine (``sink.maintenance.quarantine.KeptRequest``) and checked again later."""
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def raw_path(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def signed_url(request: RequestView, settings: Settings) -> str:
     """The URL Twilio signed: SINK_PUBLIC_URL's origin and path with the query received,
-    or the URL rebuilt from the request (and trusted X-Forwarded-* headers)."""
+    or the URL rebuilt from the request (and trusted X-Forwarded-* headers).
+
+    A forwarded host without a port takes X-Forwarded-Port's (proxies configured with
+    nginx's ``$host`` send the name alone); the signature check tries the URL with and
+    without the scheme's default port, so 443 there matches Twilio's port-less URL."""
     raw_query = urlsplit(request.raw_path).query
     if settings.public_url:
         public = urlsplit(settings.public_url)
@@ -35,13 +55,20 @@ def signed_url(request: web.Request, settings: Settings) -> str:
     scheme = request.scheme
     host = request.host
     if settings.trust_forwarded:
-        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
-        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        forwarded = {
+            name: request.headers.get(f"X-Forwarded-{name}", "").split(",")[0].strip()
+            for name in ("Proto", "Host", "Port")
+        }
+        scheme = forwarded["Proto"] or scheme
+        host = forwarded["Host"] or host
+        has_port = host.rsplit("]", 1)[-1].count(":") == 1  # "[::1]:8443", not "[::1]"
+        if forwarded["Port"].isdigit() and not has_port:
+            host = f"{host}:{forwarded['Port']}"
     return f"{scheme}://{host}{request.raw_path}"
 
 
 def check_signature(
-    request: web.Request, body: bytes, settings: Settings
+    request: RequestView, body: bytes, settings: Settings
 ) -> signature.SignatureCheck:
     if not settings.verify_signature:
         return signature.VALID
@@ -118,7 +145,7 @@ async def _handle(
     refusal = _refuse(request, settings)
     if refusal is not None:
         return refusal
-    body = await _read_and_verify(request, settings, metrics)
+    body = await _read_and_verify(request, settings, metrics, started)
     if isinstance(body, web.Response):
         return body
     stored = await _store(request, settings, metrics, body, started)
@@ -150,7 +177,7 @@ def _refuse(request: web.Request, settings: Settings) -> web.Response | None:
 
 
 async def _read_and_verify(
-    request: web.Request, settings: Settings, metrics: Metrics
+    request: web.Request, settings: Settings, metrics: Metrics, started: float
 ) -> bytes | web.Response:
     """The body (413 or 503 when it is too large or too slow), its signature checked (401)."""
     body = await _read_body(request, settings)
@@ -158,28 +185,79 @@ async def _read_and_verify(
         return body
     check = check_signature(request, body, settings)
     if not check.ok:
-        return _refuse_signature(check, metrics)
+        return await _refuse_signature(request, settings, metrics, check, body, started)
     return body
 
 
-def _refuse_signature(check: signature.SignatureCheck, metrics: Metrics) -> web.Response:
+async def _refuse_signature(
+    request: web.Request,
+    settings: Settings,
+    metrics: Metrics,
+    check: signature.SignatureCheck,
+    body: bytes,
+    started: float,
+) -> web.Response:
+    """401, once the delivery is kept in quarantine for a retry after the fix; 503 when it
+    cannot be kept now (database down, this hour's cap spent): Twilio retries a 503, while
+    a 401 drops the event for good."""
     reason = check.reason or "bad_signature"
     metrics.signature_failures.labels(reason).inc()
-    log.warning("delivery refused: %s", check.explanation, extra={"reason": reason})
+    outcome = await _quarantine(request, settings, reason, body, started)
+    log.warning(
+        "delivery refused: %s (quarantine: %s)",
+        check.explanation,
+        outcome,
+        extra={"reason": reason, "quarantine": outcome},
+    )
+    fix = (
+        "Check that SINK_TWILIO_AUTH_TOKEN holds this account's Auth Token and that"
+        " SINK_PUBLIC_URL is the exact URL configured in Twilio."
+    )
+    if outcome in quarantine.RETRY_LATER:
+        return error_response(
+            503,
+            "quarantine_unavailable",
+            f"{check.explanation}, and the delivery cannot be kept in quarantine now"
+            f" ({outcome}): answered 503 so that Twilio sends it again. {fix}",
+            retry_after=60 if outcome == quarantine.HOUR_FULL else 2,
+            reason=reason,
+        )
+    if outcome == quarantine.KEPT:
+        fix += " The delivery is kept: after the fix, `studio-sink quarantine retry` stores it."
     return error_response(
         401,
         "invalid_signature",
-        f"{check.explanation}. Check that SINK_TWILIO_AUTH_TOKEN holds this account's"
-        " Auth Token and that SINK_PUBLIC_URL is the exact URL configured in Twilio.",
+        f"{check.explanation}. {fix}",
         reason=reason,
+        quarantined=outcome == quarantine.KEPT,
     )
+
+
+async def _quarantine(
+    request: web.Request, settings: Settings, reason: str, body: bytes, started: float
+) -> str:
+    """Keep the refused delivery within SINK_DELIVERY_TIMEOUT: the keeper's outcome."""
+    kept = quarantine.KeptRequest.of(
+        request.scheme, request.host, request.raw_path, request.headers.items()
+    )
+    try:
+        url_checked = signed_url(request, settings)
+    except ValueError:  # a Host the URL parser refuses: kept as seen
+        url_checked = kept.url_seen
+    refused = quarantine.Refused(reason, kept, url_checked, body, request[REQUEST_ID])
+    budget = max(settings.delivery_timeout - (time.perf_counter() - started), 0.01)
+    try:
+        return await request.app[QUARANTINE].keep(request.app[POOL], refused, within=budget)
+    except DatabaseUnavailable as exc:
+        log.warning("a refused delivery could not be kept in quarantine: %s", exc)
+        return quarantine.UNAVAILABLE
 
 
 async def _store(
     request: web.Request, settings: Settings, metrics: Metrics, body: bytes, started: float
 ) -> _Stored | web.Response:
     """Parse, submit to the group-commit writer, and wait for the commit within the budget."""
-    delivery = parse_delivery(request.headers, body)
+    delivery = redact.policy(settings).delivery(parse_delivery(request.headers, body))
     _count_parsed(metrics, delivery)
     request_id = request[REQUEST_ID]
     future = _submit(request, request_id, delivery)

@@ -84,16 +84,9 @@ SELECT count(*) FROM sink.rejected_events WHERE received_at < $1;
 SELECT count(*) FROM sink.deliveries WHERE received_at < $1;
 
 -- name: delete_expired_typed
--- An execution expires with its steps when its last known activity is before the cutoff.
-WITH gone AS (
-    DELETE FROM sink.executions
-    WHERE coalesce(date_updated, date_created, first_seen_at) < $1
-    RETURNING execution_sid
-), steps_gone AS (
-    DELETE FROM sink.steps s USING gone WHERE s.execution_sid = gone.execution_sid
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone) AS executions, (SELECT count(*) FROM steps_gone) AS steps;
+-- An execution expires with its steps when its last known activity is before the cutoff $1
+-- (sink.delete_expired_typed, 0008, also takes their share out of the analytics rollup).
+SELECT executions, steps FROM sink.delete_expired_typed($1);
 
 -- name: count_expired_typed
 -- How many executions, and steps of them, delete_expired_typed would delete at cutoff $1.

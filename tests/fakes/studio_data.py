@@ -210,7 +210,7 @@ class FakeStudio:
         self,
         execution: Execution,
         *,
-        name: str = "Incoming Request",
+        name: str = "incomingRequest",
         transitioned_from: str = "Trigger",
         transitioned_to: str = "Ended",
         widget_type: str | None = "trigger",
@@ -255,7 +255,7 @@ class FakeStudio:
             for j in range(steps):
                 self.add_step(
                     execution,
-                    name="Incoming Request" if j == 0 else "Next",
+                    name="incomingRequest" if j == 0 else "next",
                     transitioned_from=widgets[j],
                     transitioned_to=widgets[j + 1],
                     widget_type="trigger" if j == 0 else "set-variables",

@@ -132,7 +132,8 @@ def harness(pg_server: str, pg_template: str, request: pytest.FixtureRequest) ->
     leftover = asyncio.all_tasks(loop)  # e.g. a handler lingering after the 413
     for task in leftover:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+    if leftover:  # gather() of nothing needs a running loop, which there is not here
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
     loop.close()
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():

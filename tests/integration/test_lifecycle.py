@@ -289,5 +289,6 @@ async def test_export_streams_a_time_range(
     lines = out.splitlines()
     assert len(lines) == (7 if fmt == "csv" else 6)
     if fmt == "jsonl":
-        names = [json.loads(line)["name"] for line in lines]
-        assert names == ["widget_0", "widget_1"] * 3  # oldest first
+        steps = [json.loads(line) for line in lines]
+        assert [s["name"] for s in steps] == ["incomingRequest", "next"] * 3  # oldest first
+        assert [s["transitioned_to"] for s in steps] == ["widget_0", "Ended"] * 3

@@ -160,6 +160,15 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("date_updated", TSTZ),
         ("fetched_at", TSTZ),
     ],
+    "quarantine": [
+        ("quarantine_id", "bigint"),
+        ("received_at", TSTZ),
+        ("reason", "text"),
+        ("url_seen", "text"),
+        ("url_checked", "text"),
+        ("body_bytes", "integer"),
+        ("request_id", "text"),
+    ],
     "rejected_events": [
         ("rejected_id", "bigint"),
         ("received_at", TSTZ),
@@ -197,6 +206,52 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("name", "text"),
         ("date_created", TSTZ),
         ("first_seen_at", TSTZ),
+    ],
+    # flow analytics (0008): docs/analytics.md, pinned with the functions by
+    # tests/integration/test_analytics_docs.py
+    "flow_outcomes": [
+        ("flow_sid", "text"),
+        ("flow_revision", "integer"),
+        ("day", "date"),
+        ("executions", "bigint"),
+        ("ended", "bigint"),
+        ("active", "bigint"),
+        ("stuck", "bigint"),
+        ("completion_rate", "double precision"),
+        ("by_ended_reason", "jsonb"),
+    ],
+    "flows_overview": [
+        ("flow_sid", "text"),
+        ("friendly_name", "text"),
+        ("executions_24h", "bigint"),
+        ("executions_7d", "bigint"),
+        ("completion_rate_7d", "double precision"),
+        ("stuck_share_7d", "double precision"),
+        ("last_execution_at", TSTZ),
+    ],
+    # privacy (0010): docs/privacy.md
+    "erasures": [
+        ("erasure_id", "bigint"),
+        ("erased_at", TSTZ),
+        ("requested_by", "text"),
+        ("subject", "text"),
+        ("contact_hmac", "text"),
+        ("execution_sid", "text"),
+        ("removed", "jsonb"),
+    ],
+    "erased_executions": [
+        ("execution_sid", "text"),
+        ("erased_at", TSTZ),
+        ("erasure_id", "bigint"),
+    ],
+    "data_inventory": [
+        ("relation", "text"),
+        ("personal_data", "text"),
+        ("contact_forms", "text"),
+        ("row_count", "bigint"),
+        ("oldest", TSTZ),
+        ("oldest_context", TSTZ),
+        ("retained_by", "text"),
     ],
 }
 
@@ -274,6 +329,9 @@ async def load_data(sink: Sink, conn: asyncpg.Connection[Any]) -> None:
     for delivery in [*deliveries, deliveries[0]]:  # and one retry
         status, answer = await sink.post(delivery)
         assert status == 200, answer
+    # a delivery signed with a token the sink does not know: refused, kept in quarantine
+    status, answer = await sink.post(deliveries[0], token="not-the-auth-token")
+    assert status == 401, answer
     # what a backfill would have written: one execution's and one step's context
     await conn.execute(
         """
@@ -339,12 +397,14 @@ async def test_views_show_what_the_events_say(
         execution_sid,
     )
     assert [r["step_number"] for r in timeline] == [1, 2, 3]
-    assert [r["name"] for r in timeline] == ["widget_0", "widget_1", "widget_2"]
+    assert [r["name"] for r in timeline] == ["incomingRequest", "next", "next"]
+    assert [r["transitioned_from"] for r in timeline] == ["Trigger", "widget_0", "widget_1"]
+    assert [r["transitioned_to"] for r in timeline] == ["widget_0", "widget_1", "Ended"]
     assert [r["since_previous_step"] for r in timeline] == [timedelta(seconds=1)] * 3
     assert [r["since_execution_start"].seconds for r in timeline] == [1, 2, 3]
     summary = await conn.fetchrow("SELECT * FROM studio.execution_summary")
     assert summary is not None
-    assert summary["steps"] == 3 and summary["last_step_name"] == "widget_2"
+    assert summary["steps"] == 3 and summary["last_step_name"] == "next"
     assert summary["duration"] == timedelta(seconds=5)
     daily = await conn.fetchrow("SELECT * FROM studio.executions_daily")
     assert daily is not None

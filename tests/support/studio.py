@@ -63,9 +63,20 @@ def execution_event(
 
 
 def step_event(
-    execution_sid: str, flow_sid: str, *, at: datetime, name: str, came_from: str
+    execution_sid: str,
+    flow_sid: str,
+    *,
+    at: datetime,
+    name: str,
+    came_from: str,
+    to: str = "Ended",
+    parent_step_sid: str | None = None,
+    step_sid: str | None = None,
 ) -> dict[str, Any]:
-    step_sid = sid("FT")
+    """A step as Twilio sends it: ``name`` is the event that caused the transition
+    (incomingCall, keypress, match, ...), ``came_from`` the widget left and ``to`` the widget
+    entered (``Ended`` when the execution ends there)."""
+    step_sid = step_sid or sid("FT")
     return {
         "specversion": "1.0",
         "type": STEP,
@@ -79,10 +90,10 @@ def step_event(
             "flow_sid": flow_sid,
             "execution_sid": execution_sid,
             "step_sid": step_sid,
-            "parent_step_sid": None,
+            "parent_step_sid": parent_step_sid,
             "name": name,
             "transitioned_from": came_from,
-            "transitioned_to": name,
+            "transitioned_to": to,
             "date_created": _iso(at),
         },
     }
@@ -102,20 +113,20 @@ def execution_story(
     steps: int = 3, *, flow_sid: str | None = None, start: datetime | None = None
 ) -> list[dict[str, Any]]:
     """started, N steps, ended: the events of one execution, in order, starting at
-    ``start`` (default: ``recent()``)."""
+    ``start`` (default: ``recent()``). In Twilio's shape: step n leaves the widget the step
+    before entered (``Trigger`` first) and enters ``widget_<n>``; the last step enters
+    ``Ended``. The first step's event is ``incomingRequest``, the others' ``next``."""
     flow = flow_sid or sid("FW")
     execution = sid("FN")
     t0 = start or recent()
     events = [execution_event(STARTED, execution, flow, at=t0)]
     previous = "Trigger"
     for n in range(steps):
-        name = f"widget_{n}"
-        events.append(
-            step_event(
-                execution, flow, at=t0 + timedelta(seconds=n + 1), name=name, came_from=previous
-            )
-        )
-        previous = name
+        widget = "Ended" if n == steps - 1 else f"widget_{n}"
+        event = "incomingRequest" if n == 0 else "next"
+        at = t0 + timedelta(seconds=n + 1)
+        events.append(step_event(execution, flow, at=at, name=event, came_from=previous, to=widget))
+        previous = widget
     events.append(
         execution_event(ENDED, execution, flow, at=t0 + timedelta(seconds=steps + 2), created=t0)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.support.studio import (
     sink_test_event,
     step_event,
 )
-from tests.ui.conftest import csrf_of
+from tests.ui.conftest import ADMIN_TOKEN, csrf_of, login
 
 SCRIPT = "<script>window.__xss=1</script>"
 IMG = "<img src=x onerror=window.__xss=1>"
@@ -219,3 +220,19 @@ async def test_unknown_things_are_404s_that_say_why(ui: TestClient[Any, Any]) ->
     response = await ui.get(f"/ui/flows/{sid('FW')}/revisions/3")
     assert response.status == 404
     assert "not been backfilled" in await response.text()
+
+
+@pytest.mark.parametrize("mode", ["hash", "mask"])
+async def test_a_contact_is_found_by_its_number_whatever_the_contact_mode(
+    start_sink: Callable[..., Any], mode: str
+) -> None:
+    sink: Sink = await start_sink(
+        admin_token=ADMIN_TOKEN, contact_mode=mode, pii_key="a-key-kept-out-of-the-db"
+    )
+    assert (await login(sink.client)).status == 303
+    theirs = [execution_event(STARTED, sid("FN"), sid("FW"), at=T0, contact="+15550009999")]
+    mine = execution_story(1, start=T0)  # contact +15017122661
+    assert (await sink.post(mine + theirs))[0] == 200
+    html = await (await sink.client.get("/ui/executions?contact=%2B15017122661")).text()
+    assert rows_of(html) == [mine[0]["data"]["execution_sid"]]
+    assert html.count("15017122661") == 1  # only in the search box it was typed into

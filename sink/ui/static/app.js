@@ -76,3 +76,75 @@
     if (box && box.dataset.pollUrl) pollBackfill(box);
   });
 })();
+
+// The flow page: a click on a widget (or Enter on it) opens its panel, filled from
+// widget.json with textContent and links built element by element.
+(function () {
+  function text(panel, cls, value) {
+    panel.querySelector("." + cls).textContent = value === null || value === undefined ? "—" : String(value);
+  }
+
+  function seconds(value) {
+    if (value === null || value === undefined) return "—";
+    return value < 120 ? value.toFixed(1) + " s" : (value / 60).toFixed(1) + " min";
+  }
+
+  function fill(panel, b) {
+    text(panel, "panel-name", b.widget);
+    text(panel, "panel-type", b.widget_type || "");
+    text(panel, "panel-entered", b.entered);
+    text(panel, "panel-ended", b.ended_here);
+    text(panel, "panel-drop", b.drop_off_share === null ? null : (b.drop_off_share * 100).toFixed(1) + " %");
+    text(panel, "panel-median", seconds(b.median_seconds));
+    text(panel, "panel-p90", seconds(b.p90_seconds));
+    var list = panel.querySelector(".panel-executions");
+    list.textContent = "";
+    (b.executions || []).forEach(function (e) {
+      var item = document.createElement("li");
+      var link = document.createElement("a");
+      link.className = "sid";
+      link.href = "/ui/executions/" + encodeURIComponent(e.execution_sid);
+      link.textContent = e.execution_sid;
+      item.appendChild(link);
+      var when = (e.date_created || "").replace("T", " ").slice(0, 19);
+      var small = document.createElement("span");
+      small.className = "small";
+      small.textContent = " " + when + " · " + (e.status || "") + (e.ended_reason ? " " + e.ended_reason : "");
+      item.appendChild(small);
+      list.appendChild(item);
+    });
+    panel.querySelector(".panel-empty").hidden = (b.executions || []).length > 0;
+    panel.hidden = false;
+    panel.dataset.widget = b.widget;
+  }
+
+  function open(panel, node) {
+    document.querySelectorAll("g.widget.selected").forEach(function (g) { g.classList.remove("selected"); });
+    node.classList.add("selected");
+    var url = panel.dataset.url + "&name=" + encodeURIComponent(node.dataset.widget);
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (b) { fill(panel, b); })
+      .catch(function () { text(panel, "panel-name", "could not load the widget's stats"); panel.hidden = false; });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var panel = document.getElementById("widget-panel");
+    var canvas = document.getElementById("canvas");
+    if (!panel || !canvas) return;
+    canvas.addEventListener("click", function (ev) {
+      var node = ev.target.closest("g.widget");
+      if (node) open(panel, node);
+    });
+    canvas.addEventListener("keydown", function (ev) {
+      var node = ev.target.closest("g.widget");
+      if (node && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); open(panel, node); }
+    });
+    var wanted = new URLSearchParams(window.location.search).get("widget");
+    if (wanted) {
+      canvas.querySelectorAll("g.widget").forEach(function (g) {
+        if (g.dataset.widget === wanted) { open(panel, g); g.scrollIntoView({ block: "center", inline: "center" }); }
+      });
+    }
+  });
+})();

@@ -11,6 +11,8 @@ import pytest
 from sink.backfill import queue as q
 from sink.backfill.client import (
     StudioApiError,
+    StudioClient,
+    StudioCredentials,
     StudioCredentialsError,
     StudioGone,
     StudioUnavailable,
@@ -380,7 +382,8 @@ async def test_a_cancelled_item_goes_back_without_counting_the_attempt() -> None
 
 
 def test_make_runner_wakes_the_loops_when_an_item_queues_more() -> None:
-    pool, client = cast(Any, object()), cast(Any, object())  # not used until work()
+    pool = cast(Any, object())  # not used until work()
+    client = StudioClient("http://127.0.0.1:9", StudioCredentials("AC" + "0" * 32, "unused"))
     r = make_runner(pool, client, max_attempts=3)
     worker = r._items
     assert isinstance(worker, ItemWorker)
