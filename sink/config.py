@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -118,6 +119,25 @@ class Settings(BaseSettings):
         """An empty variable (``SINK_X=``, as templates often render) means unset."""
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _a_webhook_url(cls, value: str | None) -> str | None:
+        """The URL Twilio signs: refused at start when it cannot be one (every delivery
+        would fail its check), rather than answering each delivery with an error."""
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc}); give the exact URL set in Twilio") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(
+                "must be the full http(s) URL configured in Twilio, e.g."
+                " https://sink.example.com/events"
+            )
         return value
 
     @field_validator("db_statement_cache", mode="before")

@@ -122,8 +122,11 @@ class GroupCommitWriter:
             try:
                 await self._write(batch)
             except Exception as exc:  # a writer must outlive any one batch
-                log.exception("unexpected error writing a batch")
                 self._fail(batch, unavailable(exc))
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # closing: asyncpg can raise this in place of the cancellation
+                log.exception("unexpected error writing a batch")
             finally:
                 for pending in batch:
                     self._pending_events -= pending.size

@@ -32,9 +32,16 @@ async def run_periodically(pool: asyncpg.Pool[Any], settings: Settings) -> None:
             if report.partitions_dropped or any(report.deleted.values()):
                 log.info("maintenance: %s", "; ".join(report.lines()))
         except DB_ERRORS as exc:
+            if _cancelled():  # shutting down: asyncpg may raise this in place of the cancel
+                raise
             log.warning("maintenance failed, retried in %.0f s: %s", interval or 60, exc)
             await asyncio.sleep(interval or 60)
             continue
         if not interval:
             return
         await asyncio.sleep(interval)
+
+
+def _cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
