@@ -31,7 +31,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -40,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.support.daemons import ensure_traversable
 
 POOL_MODES: Final = frozenset({"session", "transaction", "statement"})
 SSL_MODES: Final = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
@@ -195,7 +196,7 @@ class PgBouncer:
             if account is not None:
                 os.chown(directory, account.pw_uid, account.pw_gid)
                 directory.chmod(0o700)
-                _ensure_traversable(directory, account)
+                ensure_traversable(directory, account)
             log_path = directory / "pgbouncer.log"
             process = _spawn(binary, directory / "pgbouncer.ini", log_path, account)
             bouncer = cls(
@@ -321,22 +322,6 @@ def _account(upstream: Upstream, run_as: str | None) -> pwd.struct_passwd | None
             if owner != 0:
                 return pwd.getpwuid(owner)
     return pwd.getpwnam(_UNPRIVILEGED_USER)
-
-
-def _ensure_traversable(path: Path, account: pwd.struct_passwd) -> None:
-    """Add the search (x) bit, for the class ``account`` falls in, to ancestors of ``path``
-    that lack it, so the unprivileged PgBouncer can open its own config. Only x, never r:
-    directory listings stay private. Typically this touches a 0700 mkdtemp directory."""
-    for ancestor in path.parents:
-        st = ancestor.stat()
-        if st.st_uid == account.pw_uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == account.pw_gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            ancestor.chmod(stat.S_IMODE(st.st_mode) | bit)
 
 
 def _write_private(path: Path, text: str, account: pwd.struct_passwd | None) -> None:

@@ -60,13 +60,14 @@ import shutil
 import signal
 import socket
 import ssl
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+
+from tests.support.daemons import ensure_traversable
 
 HOST: Final = "127.0.0.1"
 """The only address the proxy listens on."""
@@ -660,23 +661,7 @@ def _prepare_directory(directory: Path, account: pwd.struct_passwd | None) -> No
         if account is not None:
             os.chown(path, account.pw_uid, account.pw_gid)
     if account is not None:
-        _ensure_traversable(directory / "temp" / _TEMP_DIRS[0], account)
-
-
-def _ensure_traversable(path: Path, account: pwd.struct_passwd) -> None:
-    """Add the search (x) bit, for the class ``account`` falls in, to ancestors of ``path``
-    that lack it, so the unprivileged workers can open their temp files. Only x, never r:
-    directory listings stay private. Typically this touches a 0700 mkdtemp directory."""
-    for ancestor in path.parents:
-        st = ancestor.stat()
-        if st.st_uid == account.pw_uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == account.pw_gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            ancestor.chmod(stat.S_IMODE(st.st_mode) | bit)
+        ensure_traversable(directory / "temp" / _TEMP_DIRS[0], account)
 
 
 def _spawn(binary: str, directory: Path) -> subprocess.Popen[bytes]:
