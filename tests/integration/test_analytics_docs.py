@@ -4,7 +4,6 @@ analysts code against."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,10 @@ from typing import Any
 import asyncpg
 
 from tests.integration.test_sql_contract import reader  # noqa: F401  (the fixture)
+from tests.support.docs import TSTZ, code_blocks, column_tables
 from tests.support.ivr import build_ivr, load_ivr
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
-TSTZ = "timestamp with time zone"
 FLOAT = "double precision"
 
 # the contract (issue 14): append result columns, never rename, retype or drop one
@@ -107,27 +106,6 @@ ORDER BY a.attnum
 """
 
 
-def sql_examples() -> list[str]:
-    pattern = re.compile(r"^```([^\n]*)\n(.*?)^```", re.M | re.S)
-    return [body for tag, body in pattern.findall(DOCS.read_text("utf-8")) if tag == "sql"]
-
-
-def documented_columns() -> dict[str, list[tuple[str, str]]]:
-    """The column table under each ``## studio.name`` heading."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    current: str | None = None
-    for line in DOCS.read_text("utf-8").splitlines():
-        heading = re.fullmatch(r"## studio\.(\w+)", line)
-        if heading:
-            current = heading.group(1)
-            continue
-        row = re.fullmatch(r"\| (\w+) \| ([\w\[\] ]+?) \| .* \|", line)
-        if current and row and row.group(1) != "column":
-            kind = TSTZ if row.group(2) == "timestamptz" else row.group(2)
-            found.setdefault(current, []).append((row.group(1), kind))
-    return found
-
-
 async def test_signatures_and_columns_are_pinned(conn: asyncpg.Connection[Any]) -> None:
     rows = await conn.fetch(RESULT_COLUMNS, list(FUNCTIONS))
     actual = {
@@ -148,7 +126,7 @@ async def test_signatures_and_columns_are_pinned(conn: asyncpg.Connection[Any]) 
 
 
 def test_docs_give_every_column() -> None:
-    documented = documented_columns()
+    documented = column_tables(DOCS, "##")
     for name, (_, cols) in FUNCTIONS.items():
         assert documented.get(name) == cols, f"docs/analytics.md's table for studio.{name}"
     for name, cols in VIEWS.items():
@@ -161,7 +139,7 @@ async def test_reader_runs_every_example_query(
 ) -> None:
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
     await load_ivr(conn, build_ivr(300, start=start, span=timedelta(days=2)))
-    examples = sql_examples()
+    examples = code_blocks(DOCS, "sql")
     assert len(examples) >= 8
     for example in examples:
         rows = await reader.fetch(example)

@@ -15,13 +15,13 @@ import asyncpg
 import pytest
 
 from tests.conftest import Sink
+from tests.support.docs import TSTZ, code_blocks, column_tables
 from tests.support.studio import ENDED, STARTED, execution_story, sid, sink_test_event
 
 pytestmark = pytest.mark.through_pgbouncer
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
-TSTZ = "timestamp with time zone"
 
 # Every column of every relation in schema studio, in order. A change here is a change of
 # the consumer contract: append columns, never rename, retype or drop; update docs/sql.md.
@@ -265,28 +265,6 @@ ORDER BY c.relname, a.attnum
 _roles = itertools.count()
 
 
-def sql_blocks(info: str) -> list[str]:
-    """The fenced code blocks of docs/sql.md whose info string is exactly ``info``."""
-    pattern = re.compile(r"^```([^\n]*)\n(.*?)^```", re.M | re.S)
-    return [body for tag, body in pattern.findall(DOCS.read_text("utf-8")) if tag == info]
-
-
-def documented_columns() -> dict[str, list[tuple[str, str]]]:
-    """Column tables under each ``### studio.name`` heading of docs/sql.md."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    current: str | None = None
-    for line in DOCS.read_text("utf-8").splitlines():
-        heading = re.fullmatch(r"### studio\.(\w+)", line)
-        if heading:
-            current = heading.group(1)
-            continue
-        row = re.fullmatch(r"\| (\w+) \| (\w+) \| .* \|", line)
-        if current and row and row.group(1) != "column":
-            doc_type = TSTZ if row.group(2) == "timestamptz" else row.group(2)
-            found.setdefault(current, []).append((row.group(1), doc_type))
-    return found
-
-
 def as_user(url: str, user: str, password: str) -> str:
     parts = urlsplit(url)
     where = parts.netloc.rsplit("@", 1)[-1]  # host:port, or empty with ?host=/socket/dir
@@ -299,7 +277,7 @@ async def reader(
 ) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A login role created exactly as docs/sql.md says, connected."""
     name = f"analyst_{os.getpid()}_{next(_roles)}"
-    (admin,) = sql_blocks("sql admin")
+    (admin,) = code_blocks(DOCS, "sql admin")
     await conn.execute(re.sub(r"\banalyst\b", name, admin))
     connection = await asyncpg.connect(as_user(direct_database_url, name, "change-me"))
     try:
@@ -358,7 +336,7 @@ async def test_studio_columns_are_pinned(conn: asyncpg.Connection[Any]) -> None:
 
 
 def test_docs_describe_every_view_with_its_columns() -> None:
-    documented = documented_columns()
+    documented = column_tables(DOCS, "###")
     text = DOCS.read_text("utf-8")
     for name, columns in EXPECTED.items():
         assert f"studio.{name}" in text, f"docs/sql.md does not mention studio.{name}"
@@ -375,7 +353,7 @@ async def test_reader_runs_every_documented_query(
     reader: asyncpg.Connection[Any],
 ) -> None:
     await load_data(await start_sink(), conn)
-    queries = sql_blocks("sql")
+    queries = code_blocks(DOCS, "sql")
     assert len(queries) >= 10
     for query in queries:
         rows = await reader.fetch(query)
