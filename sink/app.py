@@ -9,8 +9,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
 
+from sink.accounts.store import sync_accounts
+from sink.accounts.watch import AccountsHolder
 from sink.backfill.service import BackfillService
 from sink.config import Settings
 from sink.db.embedded import resolve_dsn
@@ -25,6 +28,7 @@ from sink.ui import setup_ui
 from sink.web import admin, probes
 from sink.web.health import Health
 from sink.web.keys import (
+    ACCOUNTS,
     BACKFILL,
     DSN,
     HEALTH,
@@ -75,6 +79,40 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(pool.close(), timeout=5)
 
 
+async def _sync_accounts(app: web.Application) -> None:
+    """Copy the accounts' SIDs and labels to ``sink.accounts`` (for the views and the UI)."""
+    pool = app.get(POOL)
+    if pool is None or not app[HEALTH].schema_ok:
+        return
+    try:
+        await sync_accounts(pool, app[ACCOUNTS].current)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("the accounts could not be copied to sink.accounts: %s", exc)
+
+
+async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The accounts copied to the database, then reloaded whenever the file changes."""
+    holder = app[ACCOUNTS]
+    pending: set[asyncio.Task[None]] = set()
+
+    def changed(_accounts: object) -> None:
+        task = asyncio.get_running_loop().create_task(_sync_accounts(app))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    holder.on_change(changed)
+    await _sync_accounts(app)
+    watch = asyncio.create_task(holder.watch(), name="accounts-watch")
+    try:
+        yield
+    finally:
+        for task in (watch, *pending):
+            task.cancel()
+        for task in (watch, *pending):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def _backfill_ctx(app: web.Application) -> AsyncIterator[None]:
     """Registered after the database's context: starts after it, stops before it."""
     service = app[BACKFILL]
@@ -107,20 +145,23 @@ def create_app(settings: Settings, *, dsn: str | None = None) -> web.Application
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     metrics = Metrics()
     app[SETTINGS] = settings
+    app[ACCOUNTS] = AccountsHolder(settings)
     app[METRICS] = metrics
     app[HEALTH] = Health()
     if dsn is not None:
         app[DSN] = dsn
-    app[BACKFILL] = BackfillService(settings, metrics)
+    app[BACKFILL] = BackfillService(settings, metrics, app[ACCOUNTS])
     app[WRITER] = _writer(settings, metrics, app[BACKFILL])
     app[QUARANTINE] = Keeper(
         max_bytes=settings.quarantine_max_bytes,
         max_bytes_per_hour=settings.quarantine_max_bytes_per_hour,
     )
     app.cleanup_ctx.append(_database_ctx)
+    app.cleanup_ctx.append(_accounts_ctx)
     app.cleanup_ctx.append(_backfill_ctx)
     admin.add_routes(app)
     app.router.add_post("/events", _ready_guard(handle_events))
+    app.router.add_post("/events/{account_sid}", _ready_guard(handle_events))
     probes.add_routes(app.router)
     setup_ui(app)
     return app

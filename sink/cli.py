@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import pkgutil
 import signal
 import sys
@@ -17,15 +18,19 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from sink import logs
+from sink.accounts.load import load_accounts
 from sink.app import create_app
 from sink.config import Settings, load_settings
 from sink.db import embedded, migrate
 from sink.db.embedded import resolve_dsn
-from sink.db.pool import redact_url
+from sink.db.pool import connect, redact_url
 from sink.db.route import direct_route, find_route
 from sink.errors import ConfigError, SinkError
 from sink.ingest import redact
-from sink.web.keys import HEALTH
+from sink.web.keys import ACCOUNTS, HEALTH
+from sink.workers.count import worker_count
+from sink.workers.role import WorkerRole
+from sink.workers.supervisor import Supervisor
 
 log = logging.getLogger("sink")
 
@@ -45,43 +50,58 @@ def _warn_unverified() -> None:
 
 def check_serve_settings(settings: Settings) -> None:
     redact.policy(settings)  # SINK_CONTACT_MODE=hash without SINK_PII_KEY: ConfigError
+    accounts = load_accounts(settings)  # a refused accounts file stops the start here
     if (
         settings.verify_signature
-        and not settings.twilio_auth_token
+        and not accounts.every_signing_key
         and not (settings.twilio_shared_keys)
     ):
         raise ConfigError(
             "SINK_TWILIO_AUTH_TOKEN is not set, so no delivery could be verified. Set it to"
-            " your account's Auth Token (comma-separate several during a rotation), or set"
-            " SINK_VERIFY_SIGNATURE=false for a local trial."
+            " your account's Auth Token (comma-separate several during a rotation), or list"
+            " your accounts in SINK_ACCOUNTS_FILE, or set SINK_VERIFY_SIGNATURE=false for a"
+            " local trial."
         )
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    role = WorkerRole.from_environment()  # set when the supervisor of --workers N started us
     check_serve_settings(settings)
-    if not settings.verify_signature:
-        _warn_unverified()
-    if settings.embedded:
-        log.info("no SINK_DATABASE_URL: using the embedded Postgres in %s", settings.data_dir)
-    dsn = await resolve_dsn(settings)
+    if role is None:
+        if not settings.verify_signature:
+            _warn_unverified()
+        if settings.embedded:
+            log.info("no SINK_DATABASE_URL: using the embedded Postgres in %s", settings.data_dir)
+        workers = worker_count(settings.workers)
+        if workers > 1:
+            return await Supervisor(settings, workers).run()
+    dsn = role.dsn if role is not None and role.dsn else await resolve_dsn(settings)
     app = create_app(settings, dsn=dsn)
+    if role is not None:
+        role.setup(app)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
-    await site.start()
-    log.info(
-        "studio-sink listening on http://%s:%d/events (database %s)",
+    site = web.TCPSite(
+        runner,
         settings.host,
         settings.port,
-        redact_url(dsn),
+        backlog=2048,
+        reuse_address=True,
+        reuse_port=True if role is not None else None,  # the workers share the port
     )
+    await site.start()
+    _log_listening(settings, dsn, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app[ACCOUNTS].reload)  # re-read the accounts file
+    duties = None if role is None else asyncio.create_task(role.duties(app, stop))
     await stop.wait()
+    if duties is not None:
+        duties.cancel()
     log.info(
         "stopping: not ready, refusing new deliveries (503) for %.1f s, then draining (up to"
         " %.0f s)",
@@ -93,6 +113,25 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     await runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def _log_listening(settings: Settings, dsn: str, role: WorkerRole | None) -> None:
+    if role is None:
+        log.info(
+            "studio-sink listening on http://%s:%d/events (database %s)",
+            settings.host,
+            settings.port,
+            redact_url(dsn),
+        )
+        return
+    log.info(
+        "worker %d (pid %d) listening on http://%s:%d/events",
+        role.index,
+        os.getpid(),
+        settings.host,
+        settings.port,
+    )
+    role.report_listening()
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -107,7 +146,8 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             " SINK_DATABASE_DIRECT_URL to a direct connection to Postgres (bypassing the"
             " pooler) and run `studio-sink migrate` again."
         )
-    conn = await asyncpg.connect(route.session_dsn, timeout=settings.db_connect_timeout)
+    # each host of a multi-host URL in turn, with its own timeout, as the sink connects
+    conn = await connect(route.session_dsn, host_timeout=settings.db_connect_timeout)
     try:
         applied = await migrate.migrate(conn)
     finally:
@@ -158,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="SINK_LOG_LEVEL"
     )
+    serve.add_argument(
+        "--workers",
+        help="processes sharing the port (SINK_WORKERS, default 1; auto: one per usable CPU,"
+        " at most 8)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     for name, handler, text in (
@@ -183,7 +228,7 @@ def _command_modules() -> list[Any]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "data_dir", "log_format", "log_level")
+    names = ("host", "port", "data_dir", "log_format", "log_level", "workers")
     return {name: getattr(args, name, None) for name in names}
 
 

@@ -65,13 +65,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     shutdown_grace: float = Field(20.0, gt=0)
     shutdown_delay: float = Field(1.0, ge=0)
+    # serve's processes sharing the port: a number, or "auto" (usable CPUs, at most 8)
+    workers: int | Literal["auto"] = 1
 
     # --- admin and backfill ---------------------------------------------------------
     admin_token: SecretStr | None = None
+    accounts_file: Path | None = None
     twilio_account_sid: str | None = None
     twilio_api_key_sid: str | None = None
     twilio_api_key_secret: SecretStr | None = None
     studio_base_url: str = "https://studio.twilio.com"
+    events_base_url: str = "https://events.twilio.com"
     backfill_workers: int = Field(4, ge=0)
     backfill_rate_limit: float = Field(10.0, gt=0)
     backfill_concurrency: int = Field(8, ge=1)
@@ -112,6 +116,7 @@ class Settings(BaseSettings):
         "public_url",
         "twilio_account_sid",
         "twilio_api_key_sid",
+        "accounts_file",
         mode="before",
     )
     @classmethod
@@ -151,6 +156,16 @@ class Settings(BaseSettings):
                 raise ValueError("must be 'auto' or a number of statements (0 turns it off)")
             return int(text)
         return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        text = str(value).strip().lower()
+        if text in ("", "auto"):
+            return 1 if not text else "auto"  # empty (as templates render): the default
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError("must be a number of processes (1 or more) or 'auto'")
+        return int(text)
 
     @property
     def embedded(self) -> bool:

@@ -11,6 +11,11 @@ class ConfigError(SinkError):
     """A setting is missing or inconsistent; the message names the variable to set."""
 
 
+class AccountsFileError(ConfigError):
+    """The accounts file (SINK_ACCOUNTS_FILE) cannot be read or is refused: the message
+    gives its path, the line, and the fix. On a reload the previous accounts stay."""
+
+
 class MigrationError(SinkError):
     """The database schema cannot be brought to, or is not at, the version this code needs."""
 

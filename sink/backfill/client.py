@@ -2,7 +2,10 @@
 
 The REST API only fills gaps the event stream left (contexts, missed executions).
 Every call goes through one rate limit (``sink.backfill.ratelimit``: shared by every
-replica when ``make_client`` built it, else by the process) and a concurrency cap;
+replica, per account, when ``sink.backfill.accounts`` built it, else by the process) and a
+concurrency cap. A client calls as one account, with the credentials its
+``CredentialSource`` gives at each call: when Twilio refuses one (401/403), the same call is
+made with the next (a token rotation), and the source is told which one worked;
 429/5xx/transport errors are retried with exponential backoff and full jitter. A
 ``Retry-After`` is honoured up to ``max_retry_after``: a short one is waited out here, a
 longer one (more than ``retry_in_place`` seconds) raises ``StudioRetryLater`` so the item
@@ -17,12 +20,12 @@ import asyncio
 import base64
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -34,6 +37,8 @@ from sink.backfill.ratelimit import Limiter, RateLimiter, RateLimitPaused
 from sink.twilio import is_sid, sid_rule
 
 __all__ = [
+    "CredentialSource",
+    "FixedCredentials",
     "RateLimiter",
     "StudioApiError",
     "StudioClient",
@@ -47,8 +52,9 @@ __all__ = [
 
 PAGE_SIZE = 1000
 _CREDENTIALS_HINT = (
-    "check SINK_TWILIO_ACCOUNT_SID / SINK_TWILIO_API_KEY_SID / SINK_TWILIO_API_KEY_SECRET "
-    "(or the auth token) and that the key may read Studio"
+    "check the account's api_key_sid/api_key_secret/auth_tokens in SINK_ACCOUNTS_FILE, or"
+    " SINK_TWILIO_ACCOUNT_SID / SINK_TWILIO_API_KEY_SID / SINK_TWILIO_API_KEY_SECRET (or the"
+    " auth token), and that the key may read Studio"
 )
 _REVISION = re.compile(r"\d+|LatestPublished|LatestRevision")
 
@@ -67,7 +73,8 @@ class StudioGone(StudioApiError):
 
 
 class StudioCredentialsError(StudioApiError):
-    """401/403: Twilio refused the credentials. Never retried."""
+    """401/403 from every credential the client has: Twilio refused them all. Never retried
+    with the same credentials (one refused, the client tries the next one itself)."""
 
 
 class StudioUnavailable(StudioApiError):
@@ -87,10 +94,38 @@ class StudioRetryLater(StudioUnavailable):
 
 @dataclass(frozen=True)
 class StudioCredentials:
-    """HTTP basic auth: AccountSid:AuthToken or ApiKeySid:ApiKeySecret."""
+    """HTTP basic auth: AccountSid:AuthToken or ApiKeySid:ApiKeySecret, and how a message
+    names it without showing it (``API key SK...``, ``auth token 2 of 2``)."""
 
     username: str
     password: str = field(repr=False)
+    name: str = "credentials"
+
+
+class CredentialSource(Protocol):
+    """The credentials a client calls with, read at each call: several during a rotation,
+    tried in order until one is not refused."""
+
+    def candidates(self) -> Sequence[StudioCredentials]:
+        """Every credential to try, in order (the one that worked last first)."""
+        ...
+
+    def worked(self, credentials: StudioCredentials) -> None:
+        """``credentials`` was not refused after an earlier candidate was: prefer it."""
+        ...
+
+
+class FixedCredentials:
+    """One credential, always the same."""
+
+    def __init__(self, credentials: StudioCredentials) -> None:
+        self._candidates = (credentials,)
+
+    def candidates(self) -> Sequence[StudioCredentials]:
+        return self._candidates
+
+    def worked(self, credentials: StudioCredentials) -> None:
+        return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -142,7 +177,7 @@ class StudioClient:
     def __init__(
         self,
         base_url: str,
-        credentials: StudioCredentials,
+        credentials: StudioCredentials | CredentialSource,
         *,
         rate_per_second: float = 10.0,
         max_concurrency: int = 10,
@@ -156,13 +191,16 @@ class StudioClient:
         on_call: Callable[[str, int | None], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
         rate_limiter: Limiter | None = None,
+        semaphore: asyncio.Semaphore | None = None,
     ) -> None:
         self._base = URL(base_url.rstrip("/"))
-        self._credentials = credentials
-        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode())
-        self._headers = {"Accept": "application/json", "Authorization": f"Basic {token.decode()}"}
+        self._credentials: CredentialSource = (
+            FixedCredentials(credentials)
+            if isinstance(credentials, StudioCredentials)
+            else credentials
+        )
         self._limiter: Limiter = rate_limiter or RateLimiter(rate_per_second)
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._semaphore = semaphore or asyncio.Semaphore(max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
@@ -297,14 +335,52 @@ class StudioClient:
     # -- one GET with retries ----------------------------------------------------
 
     async def _get(self, label: str, url: URL) -> dict[str, Any]:
+        """One GET, with each credential in turn while Twilio refuses them (a rotation:
+        the old token refused, the new one works); StudioCredentialsError when every one
+        is refused."""
+        candidates = tuple(self._credentials.candidates())
+        if not candidates:
+            raise StudioCredentialsError(
+                f"Studio API {label}: no REST credentials to call with; {_CREDENTIALS_HINT}"
+            )
+        refused: list[str] = []
+        for credentials in candidates:
+            try:
+                body = await self._get_as(label, url, credentials, candidates)
+            except StudioCredentialsError as exc:
+                refused.append(f"{credentials.name}: HTTP {exc.status}")
+                last = exc
+                continue
+            if refused:
+                self._credentials.worked(credentials)
+            return body
+        if len(candidates) == 1:
+            raise last
+        raise StudioCredentialsError(
+            self._redact(
+                f"Studio API refused every credential on {label} {url.path}"
+                f" ({'; '.join(refused)}); {_CREDENTIALS_HINT}",
+                candidates,
+            ),
+            status=last.status,
+            code=last.code,
+        )
+
+    async def _get_as(
+        self,
+        label: str,
+        url: URL,
+        credentials: StudioCredentials,
+        candidates: Sequence[StudioCredentials],
+    ) -> dict[str, Any]:
         attempt = 0
         while True:
-            reply = await self._attempt(label, url)
+            reply = await self._attempt(label, url, credentials)
             status = reply.status
             if status is not None and 200 <= status < 300:
                 return self._decode(label, url, reply.body)
             if status is not None and status != 429 and status < 500:
-                raise self._client_error(label, url, status, reply.body)
+                raise self._client_error(label, url, status, reply.body, candidates)
             delay = await self._before_retry(label, reply, attempt)
             if attempt >= self._max_retries:
                 last = f"HTTP {status}" if status is not None else reply.error
@@ -312,7 +388,8 @@ class StudioClient:
                     self._redact(
                         f"Studio API {label} still failing after {attempt + 1} attempts "
                         f"(last: {last}); Twilio is unavailable or rate limiting. Retry later, "
-                        "or lower the backfill rate/concurrency"
+                        "or lower the backfill rate/concurrency",
+                        candidates,
                     ),
                     status=status,
                 )
@@ -344,7 +421,7 @@ class StudioClient:
             )
         return delay
 
-    async def _attempt(self, label: str, url: URL) -> _Reply:
+    async def _attempt(self, label: str, url: URL, credentials: StudioCredentials) -> _Reply:
         async with self._semaphore:
             try:
                 await self._limiter.acquire(self._retry_in_place)
@@ -359,7 +436,7 @@ class StudioClient:
                 session = self._get_session()
                 async with session.get(
                     url,
-                    headers=self._headers,
+                    headers=_headers(credentials),
                     timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
@@ -389,7 +466,14 @@ class StudioClient:
             )
         return data
 
-    def _client_error(self, label: str, url: URL, status: int, body: bytes) -> StudioApiError:
+    def _client_error(
+        self,
+        label: str,
+        url: URL,
+        status: int,
+        body: bytes,
+        candidates: Sequence[StudioCredentials],
+    ) -> StudioApiError:
         try:
             err = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -404,23 +488,35 @@ class StudioClient:
         if status == 404:
             return StudioGone(
                 self._redact(
-                    f"Studio {where}. It has expired or never existed; retrying will not help"
+                    f"Studio {where}. It has expired or never existed; retrying will not help",
+                    candidates,
                 ),
                 status=status,
                 code=code,
             )
         if status in (401, 403):
             return StudioCredentialsError(
-                self._redact(f"Studio API refused the credentials on {where}; {_CREDENTIALS_HINT}"),
+                self._redact(
+                    f"Studio API refused the credentials on {where}; {_CREDENTIALS_HINT}",
+                    candidates,
+                ),
                 status=status,
                 code=code,
             )
         return StudioApiError(
-            self._redact(f"Studio API rejected {where}; repeating it will not help"),
+            self._redact(f"Studio API rejected {where}; repeating it will not help", candidates),
             status=status,
             code=code,
         )
 
-    def _redact(self, message: str) -> str:
-        secret = self._credentials.password
-        return message.replace(secret, "***") if secret else message
+    @staticmethod
+    def _redact(message: str, candidates: Sequence[StudioCredentials]) -> str:
+        for credentials in candidates:
+            if credentials.password:
+                message = message.replace(credentials.password, "***")
+        return message
+
+
+def _headers(credentials: StudioCredentials) -> dict[str, str]:
+    token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode())
+    return {"Accept": "application/json", "Authorization": f"Basic {token.decode()}"}

@@ -1,9 +1,12 @@
 """Doing one backfill item: fetch from the Studio REST API, merge into Postgres.
 
 ``ItemWorker.run(item)`` returns when the item's data is stored and raises the client's
-errors otherwise (``StudioGone``, ``StudioUnavailable``, ``StudioCredentialsError``,
-``StudioApiError``), ``UnknownFlow`` or ``UnstorableContext``; the runner
-(``sink.backfill``) turns those into queue states. REST resources are read in both spec
+errors otherwise (``StudioGone``, ``StudioUnavailable``, ``StudioApiError``),
+``UnknownFlow``, ``UnstorableContext``, ``WaitForCredentials`` (the account has no REST
+credentials that work: Twilio refused every one, or there are none) or ``AccountUnknown``;
+the runner (``sink.backfill``) turns those into queue states. Each item is fetched as its
+account (``sink.backfill.accounts``): the stored execution's or flow's account, else the one
+the item or its request names. REST resources are read in both spec
 shapes (seed v1.27.0 and current): only ``sid`` is required; every other field is optional.
 
 Contexts are stored with each NUL (U+0000) and lone UTF-16 surrogate replaced by U+FFFD
@@ -22,8 +25,10 @@ from typing import Any, Final
 import asyncpg
 
 from sink import jsontext
+from sink.backfill import account_rows
 from sink.backfill import queue as q
-from sink.backfill.client import StudioClient, StudioGone
+from sink.backfill.accounts import Caller, Callers, WaitForCredentials
+from sink.backfill.client import StudioClient, StudioCredentialsError, StudioGone
 from sink.db.pool import is_bad_data
 from sink.ingest.redact import KEEP, Policy
 from sink.twilio import is_sid, optional_int, optional_text, optional_time
@@ -104,41 +109,106 @@ def flow_row(body: dict[str, Any], flow_sid: str) -> q.FlowRow:
 
 
 class ItemWorker:
-    """Runs items against one Studio client and one pool; shared by a process's workers."""
+    """Runs items against the Studio clients of their accounts and one pool; shared by a
+    process's workers."""
 
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
-        client: StudioClient,
+        callers: Callers,
         *,
         on_queued: Callable[[], None] | None = None,
         privacy: Policy = KEEP,
     ) -> None:
         self._privacy = privacy  # contacts and contexts redacted before they are stored
         self._pool = pool
-        self._client = client
+        self._callers = callers
         self._on_queued = on_queued
         self._flows_lock = asyncio.Lock()
         self._flows_seen: set[tuple[str, int | None]] = set()
 
     async def run(self, item: q.Item) -> None:
+        if item.kind == "flows" and item.flow_sid is None and item.account_sid is None:
+            accounts = self._callers.fan_out()
+            if accounts:  # every flow of several accounts: an item for each
+                await self._fan_out(item, accounts)
+                return
+        caller = self._callers.caller(await self._account_of(item))
+        try:
+            await self._run_as(item, caller.client)
+        except StudioCredentialsError as exc:
+            await self._refused(caller, exc)
+        except StudioGone:
+            await self._worked(caller)  # a 404 is an answer: the credentials work
+            raise
+        await self._worked(caller)
+
+    async def _run_as(self, item: q.Item, client: StudioClient) -> None:
         if item.kind == "flow_range":
-            await self._flow_range(item)
+            await self._flow_range(item, client)
         elif item.kind == "flows":
-            await self._flows(item.flow_sid)
+            await self._flows(item.flow_sid, client)
         else:
-            await self._execution(item)
+            await self._execution(item, client)
+
+    # -- whose item, and its credentials ---------------------------------------------
+
+    async def _account_of(self, item: q.Item) -> str | None:
+        """The account to call as: what the stored rows say (the execution's, else the
+        flow's: Twilio said so), else the one the item or its request names; None when
+        nothing says."""
+        execution = item.execution_sid if item.kind == "execution" else None
+        async with self._pool.acquire() as conn:
+            found = await account_rows.item_accounts(
+                conn, execution, item.flow_sid, item.request_id
+            )
+        return found.execution or found.flow or item.account_sid or found.request
+
+    async def _refused(self, caller: Caller, exc: StudioCredentialsError) -> None:
+        """Every credential refused: the account is marked invalid and its items wait."""
+        account = caller.account_sid
+        self._callers.refused(account)
+        reason = (
+            f"{exc}. Account {account or '(the API key)'}: credentials_status 'invalid';"
+            " its items wait until the accounts are reloaded (SIGHUP) or the sink restarts"
+            " with credentials that work"
+        )
+        if account is not None:
+            async with self._pool.acquire() as conn:
+                parked = await account_rows.credentials_refused(conn, account, reason)
+            log.error(
+                "account %s: Twilio refused every REST credential; %d queued items wait: %s",
+                account,
+                parked,
+                exc,
+            )
+        raise WaitForCredentials(account, reason) from None
+
+    async def _worked(self, caller: Caller) -> None:
+        """Twilio answered: ``sink.accounts`` says 'ok' (refreshed now and then)."""
+        if self._callers.worked(caller.account_sid) and caller.account_sid is not None:
+            async with self._pool.acquire() as conn:
+                await account_rows.credentials_worked(conn, caller.account_sid)
+
+    async def _fan_out(self, item: q.Item, accounts: list[str]) -> None:
+        async with self._pool.acquire() as conn:
+            await account_rows.fan_out_flows(conn, item.request_id, accounts)
+        log.info(
+            "backfill request %d: every flow of %d accounts, one item each",
+            item.request_id,
+            len(accounts),
+        )
+        if self._on_queued is not None:
+            self._on_queued()
 
     # -- a flow and a time range ----------------------------------------------------
 
-    async def _flow_range(self, item: q.Item) -> None:
+    async def _flow_range(self, item: q.Item, client: StudioClient) -> None:
         assert item.flow_sid is not None
         flow = item.flow_sid
         rows: list[q.ExecutionRow] = []
         listed = 0
-        async for body in self._client.iter_executions(
-            flow, date_from=item.since, date_to=item.until
-        ):
+        async for body in client.iter_executions(flow, date_from=item.since, date_to=item.until):
             row = execution_row(body, flow)
             if row is not None:
                 rows.append(row)
@@ -162,7 +232,7 @@ class ItemWorker:
 
     # -- one execution --------------------------------------------------------------
 
-    async def _execution(self, item: q.Item) -> None:
+    async def _execution(self, item: q.Item, client: StudioClient) -> None:
         sid = item.execution_sid
         assert sid is not None
         flow = item.flow_sid
@@ -176,27 +246,27 @@ class ItemWorker:
                 " (studio.request_backfill('FW...', since, until))"
             )
         try:
-            refused = await self._execution_and_context(item, sid, flow)
-            await self._steps(sid, flow)
+            refused = await self._execution_and_context(item, sid, flow, client)
+            await self._steps(sid, flow, client)
         except StudioGone:
             async with self._pool.acquire() as conn:
                 await q.mark_execution_gone(conn, sid)
             raise
-        refused += await self._step_contexts(sid, flow)
+        refused += await self._step_contexts(sid, flow, client)
         if refused:
             raise UnstorableContext(sid, refused)
 
     async def _execution_and_context(
-        self, item: q.Item, sid: str, flow: str
+        self, item: q.Item, sid: str, flow: str, client: StudioClient
     ) -> list[tuple[str, str]]:
         """Stores the execution and its context; the context, if Postgres refused it."""
         row: q.ExecutionRow | None = None
         if item.listed:
-            context = await self._client.fetch_execution_context(flow, sid)
+            context = await client.fetch_execution_context(flow, sid)
         else:
             answers: list[Any] = await asyncio.gather(
-                self._client.fetch_execution(flow, sid),
-                self._client.fetch_execution_context(flow, sid),
+                client.fetch_execution(flow, sid),
+                client.fetch_execution_context(flow, sid),
                 return_exceptions=True,
             )
             for answer in answers:
@@ -218,12 +288,12 @@ class ItemWorker:
             except jsontext.JsonError as exc:
                 return [(sid, f"its context cannot be stored: {exc}")]
         if needs is not None:
-            await self._ensure_flow(flow, needs)
+            await self._ensure_flow(flow, needs, client)
         return []
 
-    async def _steps(self, sid: str, flow: str) -> None:
+    async def _steps(self, sid: str, flow: str, client: StudioClient) -> None:
         rows: list[q.StepRow] = []
-        async for body in self._client.iter_steps(flow, sid):
+        async for body in client.iter_steps(flow, sid):
             row = step_row(body, sid, flow)
             if row is not None:
                 rows.append(row)
@@ -237,7 +307,9 @@ class ItemWorker:
             async with self._pool.acquire() as conn:
                 await q.merge_steps(conn, rows)
 
-    async def _step_contexts(self, sid: str, flow: str) -> list[tuple[str, str]]:
+    async def _step_contexts(
+        self, sid: str, flow: str, client: StudioClient
+    ) -> list[tuple[str, str]]:
         """Fetches and stores the contexts not stored yet; those Postgres refused."""
         async with self._pool.acquire() as conn:
             pending = await q.steps_without_context(conn, sid)
@@ -245,7 +317,7 @@ class ItemWorker:
         for start in range(0, len(pending), STEP_CONTEXT_CHUNK):
             chunk = pending[start : start + STEP_CONTEXT_CHUNK]
             answers = await asyncio.gather(
-                *(self._client.fetch_step_context(flow, sid, step) for step in chunk),
+                *(client.fetch_step_context(flow, sid, step) for step in chunk),
                 return_exceptions=True,
             )
             found: list[tuple[str, Any]] = []
@@ -267,14 +339,14 @@ class ItemWorker:
 
     # -- flows ------------------------------------------------------------------------
 
-    async def _ensure_flow(self, flow: str, needs: q.FlowNeeds) -> None:
+    async def _ensure_flow(self, flow: str, needs: q.FlowNeeds, client: StudioClient) -> None:
         """Fetch the flow and the execution's revision when they are not stored yet."""
         if needs.flow_known and (needs.revision is None or needs.revision_known):
             return
         async with self._flows_lock:
             if not needs.flow_known and (flow, None) not in self._flows_seen:
                 try:
-                    body = await self._client.fetch_flow(flow)
+                    body = await client.fetch_flow(flow)
                 except StudioGone:
                     log.info("flow %s is gone from the Studio API; not stored", flow)
                 else:
@@ -285,7 +357,7 @@ class ItemWorker:
             if revision is None or needs.revision_known or (flow, revision) in self._flows_seen:
                 return
             try:
-                body = await self._client.fetch_flow_revision(flow, revision)
+                body = await client.fetch_flow_revision(flow, revision)
             except StudioGone:
                 log.info("flow %s revision %d is gone from the Studio API", flow, revision)
             else:
@@ -295,17 +367,17 @@ class ItemWorker:
                         await q.store_revision(conn, row)
             self._flows_seen.add((flow, revision))
 
-    async def _flows(self, flow_sid: str | None) -> None:
+    async def _flows(self, flow_sid: str | None, client: StudioClient) -> None:
         """The flow (or every flow listed), its latest revision, and the revisions ran."""
         if flow_sid is not None:
-            await self._store_flow(await self._client.fetch_flow(flow_sid))
+            await self._store_flow(await client.fetch_flow(flow_sid), client)
             return
         stored = 0
-        async for body in self._client.iter_flows():
-            stored += await self._store_flow(body)
+        async for body in client.iter_flows():
+            stored += await self._store_flow(body, client)
         log.info("flows backfill: %d flows stored", stored)
 
-    async def _store_flow(self, body: dict[str, Any]) -> int:
+    async def _store_flow(self, body: dict[str, Any], client: StudioClient) -> int:
         sid = body.get("sid")
         if not is_sid(sid, "FW"):
             return 0
@@ -318,7 +390,7 @@ class ItemWorker:
             missing = await q.missing_revisions(conn, flow)
         for revision in missing:
             try:
-                answer = await self._client.fetch_flow_revision(flow, revision)
+                answer = await client.fetch_flow_revision(flow, revision)
             except StudioGone:
                 log.info("flow %s revision %d is gone from the Studio API", flow, revision)
                 continue

@@ -1,4 +1,5 @@
-"""The backfill queue and backfilled data in Postgres: the only backfill module talking SQL.
+"""The backfill queue and backfilled data in Postgres: with ``account_rows`` (items waiting
+for their account's credentials, whose item it is) the only backfill modules talking SQL.
 
 Functions take a connection (or pool proxy); the SQL behind them lives in
 ``sql/migrations/0002_backfill.sql`` where it is more than one statement. ``WorkQueue`` is
@@ -38,6 +39,7 @@ class Item:
     until: datetime | None
     listed: bool
     attempts: int
+    account_sid: str | None = None  # whose credentials, when the stored rows do not say
 
 
 @dataclass(slots=True)
@@ -46,7 +48,7 @@ class Progress:
 
     request_id: int
     kind: str
-    status: str  # 'queued' | 'running' | 'finished'
+    status: str  # 'queued' | 'running' | 'waiting_for_credentials' | 'finished'
     items_total: int
     items_done: int
     items_failed: int
@@ -58,6 +60,8 @@ class Progress:
     flow_sid: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    items_waiting: int = 0  # waiting for their account's credentials
+    account_sid: str | None = None  # the account the request names (--account)
     failures: list[tuple[str | None, str, str | None]] = field(default_factory=list)
 
     @property
@@ -87,18 +91,30 @@ async def enqueue(
     flow_sid: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    account_sid: str | None = None,
 ) -> int:
-    """Queue a request; raises asyncpg's InvalidParameterValueError on bad SIDs/ranges."""
+    """Queue a request; raises asyncpg's InvalidParameterValueError on bad SIDs/ranges.
+    ``account_sid``: the account whose credentials fetch its items when the stored rows do
+    not name one (and, for ``missing``, the only account whose executions are queued)."""
     rid: int
-    if kind == "executions":
-        sids = list(execution_sids) if execution_sids is not None else None
-        rid = await conn.fetchval(query("enqueue_executions"), requested_by, sids)
-    elif kind == "flow":
-        rid = await conn.fetchval(query("enqueue_flow_range"), requested_by, flow_sid, since, until)
-    elif kind == "flows":  # flow_sid None: every flow of the account
-        rid = await conn.fetchval(query("enqueue_flows"), requested_by, flow_sid)
-    else:
-        rid = await conn.fetchval(query("enqueue_missing"), requested_by)
+    async with conn.transaction():
+        if kind == "executions":
+            sids = list(execution_sids) if execution_sids is not None else None
+            rid = await conn.fetchval(query("enqueue_executions"), requested_by, sids)
+        elif kind == "flow":
+            rid = await conn.fetchval(
+                query("enqueue_flow_range"), requested_by, flow_sid, since, until
+            )
+        elif kind == "flows":  # flow_sid None: every flow of the account
+            rid = await conn.fetchval(query("enqueue_flows"), requested_by, flow_sid)
+        elif account_sid is not None:
+            rid = await conn.fetchval(
+                query("enqueue_missing_of_account"), requested_by, account_sid
+            )
+        else:
+            rid = await conn.fetchval(query("enqueue_missing"), requested_by)
+        if account_sid is not None:
+            await conn.execute(query("set_request_account"), rid, account_sid)
     return rid
 
 
@@ -135,10 +151,14 @@ async def retry(
     return status.endswith(" 1")
 
 
-async def fail_request(conn: Conn, request_id: int, reason: str) -> int:
-    """Fail every open item of the request at once; how many there were."""
-    failed: int = await conn.fetchval(query("fail_request"), request_id, reason)
-    return failed
+async def wait_for_credentials(
+    conn: Conn, item: Item, token: str, account_sid: str | None, reason: str
+) -> bool:
+    """Park the item until its account's credentials work; its attempt is not counted."""
+    status: str = await conn.execute(
+        query("wait_for_credentials"), item.item_id, token, account_sid, reason
+    )
+    return status.endswith(" 1")
 
 
 async def progress(conn: Conn, request_id: int, *, failures: int = 0) -> Progress | None:
@@ -146,7 +166,7 @@ async def progress(conn: Conn, request_id: int, *, failures: int = 0) -> Progres
     if row is None:
         return None
     found = Progress(**dict(row))
-    if failures and (found.items_failed or found.items_gone):
+    if failures and (found.items_failed or found.items_gone or found.items_waiting):
         rows = await conn.fetch(query("request_failures"), request_id, failures)
         found.failures = [(r["sid"], r["state"], r["reason"]) for r in rows]
     return found
@@ -199,8 +219,11 @@ class WorkQueue(Protocol):
         """Record the item's final state, if ``token`` still holds it."""
         ...
 
-    async def fail_request(self, request_id: int, reason: str) -> int:
-        """Fail every open item of the request; how many there were."""
+    async def wait_for_credentials(
+        self, item: Item, token: str, account_sid: str | None, reason: str
+    ) -> bool:
+        """Park the item (``waiting_for_credentials``, attempt not counted) if ``token``
+        still holds it: its account has no credentials that work."""
         ...
 
     async def progress(self, request_id: int, *, failures: int = 0) -> Progress | None:
@@ -238,9 +261,11 @@ class PostgresQueue:
         async with self._pool.acquire() as conn:
             return await finish(conn, item, token, state, reason)
 
-    async def fail_request(self, request_id: int, reason: str) -> int:
+    async def wait_for_credentials(
+        self, item: Item, token: str, account_sid: str | None, reason: str
+    ) -> bool:
         async with self._pool.acquire() as conn:
-            return await fail_request(conn, request_id, reason)
+            return await wait_for_credentials(conn, item, token, account_sid, reason)
 
     async def progress(self, request_id: int, *, failures: int = 0) -> Progress | None:
         async with self._pool.acquire() as conn:

@@ -7,8 +7,10 @@ fallback); ``studio-sink backfill`` runs the same loops in the foreground for on
 through ``run_foreground``.
 
 A ``Runner`` knows the queue only as a ``WorkQueue`` and the item work only as an
-``ItemRunner``; ``make_runner`` builds the real one (``PostgresQueue``, ``ItemWorker``), and
-the unit tests build one over stand-ins.
+``ItemRunner``; ``make_runner`` builds the real one (``PostgresQueue``, ``ItemWorker`` over
+the Studio clients of every account, ``sink.backfill.accounts``), and the unit tests build
+one over stand-ins. An item whose account has no REST credentials that work is parked in
+state ``waiting_for_credentials`` (its attempt not counted): never failed for that.
 """
 
 from __future__ import annotations
@@ -24,19 +26,25 @@ from typing import Any, Final, Protocol
 
 import asyncpg
 
+from sink.backfill import account_rows
 from sink.backfill import queue as q
+from sink.backfill.accounts import (
+    AccountClients,
+    AccountUnknown,
+    Callers,
+    OneClient,
+    WaitForCredentials,
+    callable_accounts,
+)
 from sink.backfill.client import (
     StudioApiError,
     StudioClient,
-    StudioCredentials,
     StudioCredentialsError,
     StudioGone,
     StudioRetryLater,
     StudioUnavailable,
 )
 from sink.backfill.item import ItemWorker, UnknownFlow, UnstorableContext
-from sink.backfill.ratelimit import SharedRateLimiter
-from sink.config import Settings
 from sink.db.pool import DB_ERRORS, is_transient, unavailable
 from sink.errors import ConfigError
 from sink.ingest.redact import KEEP, Policy
@@ -52,59 +60,6 @@ Summary = q.Progress
 """What a request came to: counts by outcome, and the first failures."""
 
 ProgressCallback = Callable[[Summary], None]
-
-
-def find_credentials(settings: Settings) -> StudioCredentials | None:
-    """API key (preferred) or Account SID + the first auth token; None if neither."""
-    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
-        return StudioCredentials(
-            settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value()
-        )
-    if settings.twilio_account_sid and settings.twilio_auth_token:
-        return StudioCredentials(
-            settings.twilio_account_sid, settings.twilio_auth_token[0].get_secret_value()
-        )
-    return None
-
-
-def studio_credentials(settings: Settings) -> StudioCredentials:
-    """The Studio REST API credentials; ConfigError naming the settings when there are none."""
-    found = find_credentials(settings)
-    if found is not None:
-        return found
-    raise ConfigError(
-        "no Studio REST API credentials: set SINK_TWILIO_API_KEY_SID and"
-        " SINK_TWILIO_API_KEY_SECRET (preferred), or SINK_TWILIO_ACCOUNT_SID with"
-        " SINK_TWILIO_AUTH_TOKEN"
-    )
-
-
-def make_client(settings: Settings, metrics: Metrics | None = None) -> StudioClient:
-    """The Studio client for this process, counting calls and retries in ``metrics``. Its
-    rate limit is shared by every replica, per account, once ``make_runner`` binds it to the
-    database."""
-    credentials = studio_credentials(settings)
-    account = settings.twilio_account_sid or credentials.username
-    limiter = SharedRateLimiter(settings.backfill_rate_limit, key=account)
-    on_call = on_retry = None
-    if metrics is not None:
-        calls, retries = metrics.studio_api_calls, metrics.studio_api_retries
-
-        def on_call(endpoint: str, status: int | None) -> None:
-            calls.labels(endpoint, str(status) if status is not None else "error").inc()
-
-        def on_retry(endpoint: str) -> None:
-            retries.labels(endpoint).inc()
-
-    return StudioClient(
-        settings.studio_base_url,
-        credentials,
-        max_concurrency=settings.backfill_concurrency,
-        max_retry_after=settings.backfill_max_retry_after,
-        on_call=on_call,
-        on_retry=on_retry,
-        rate_limiter=limiter,
-    )
 
 
 class ItemRunner(Protocol):
@@ -205,12 +160,13 @@ class Runner:
             await self._items.run(item)
         except StudioGone as exc:
             await self._finish(item, token, "gone", str(exc))
-        except StudioCredentialsError as exc:
-            log.error("backfill request %d failed: %s", item.request_id, exc)
-            await self._fail_request(item, str(exc))
+        except WaitForCredentials as exc:
+            await self._wait(item, token, exc.account_sid, str(exc))
+        except StudioCredentialsError as exc:  # an item runner that names no account
+            await self._wait(item, token, None, str(exc))
         except StudioRetryLater as exc:
             await self._retry_later(item, token, exc)
-        except (StudioApiError, UnknownFlow, UnstorableContext) as exc:
+        except (StudioApiError, UnknownFlow, UnstorableContext, AccountUnknown) as exc:
             # includes StudioUnavailable: retried below unless out of attempts
             if not isinstance(exc, StudioUnavailable):
                 await self._finish(item, token, "failed", str(exc))
@@ -287,38 +243,45 @@ class Runner:
                 "backfill request %d: item %d failed: %s", item.request_id, item.item_id, reason
             )
 
-    async def _fail_request(self, item: q.Item, reason: str) -> None:
+    async def _wait(self, item: q.Item, token: str, account_sid: str | None, reason: str) -> None:
+        """No credentials of the item's account work: it waits, its attempt not counted,
+        until they do (``resume_waiting``: a reload, a restart, a periodic check)."""
         try:
-            failed = await self._queue.fail_request(item.request_id, reason)
+            await self._queue.wait_for_credentials(item, token, account_sid, reason)
         except DB_ERRORS as exc:
-            log.warning("backfill request %d stays open: %s", item.request_id, unavailable(exc))
+            log.warning("backfill item %d stays leased: %s", item.item_id, unavailable(exc))
             return
-        if self._metrics is not None:
-            self._metrics.backfill_items.labels("failed").inc(failed)
+        log.info(
+            "backfill request %d: item %d waits for credentials: %s",
+            item.request_id,
+            item.item_id,
+            reason,
+        )
 
 
 def make_runner(
     pool: asyncpg.Pool[Any],
-    client: StudioClient,
+    clients: Callers | StudioClient,
     *,
     max_attempts: int,
     metrics: Metrics | None = None,
     retry_base: float = 1.0,
     privacy: Policy = KEEP,
 ) -> Runner:
-    """The runner over Postgres and the Studio API; executions an item queues (a flow's
-    listing) wake the runner's idle loops."""
+    """The runner over Postgres and the Studio API: ``AccountClients`` (each item as its
+    account), or one client for every item. Executions an item queues (a flow's listing)
+    wake the runner's idle loops."""
 
     def queued() -> None:  # called only from runner.work(), so after runner is bound
         runner.wake.set()
 
-    limiter = client.rate_limiter
-    if isinstance(limiter, SharedRateLimiter):  # make_client's: one limit for all replicas
-        limiter.bind(q.PostgresSlots(pool, limiter.key))
+    callers: Callers = OneClient(clients) if isinstance(clients, StudioClient) else clients
+    if isinstance(clients, AccountClients):  # the shared rate limits live in Postgres
+        clients.bind(pool)
 
     runner = Runner(
         q.PostgresQueue(pool),
-        ItemWorker(pool, client, on_queued=queued, privacy=privacy),
+        ItemWorker(pool, callers, on_queued=queued, privacy=privacy),
         max_attempts=max_attempts,
         metrics=metrics,
         retry_base=retry_base,
@@ -326,9 +289,25 @@ def make_runner(
     return runner
 
 
+async def resume_waiting(
+    pool: asyncpg.Pool[Any], clients: Callers | StudioClient, request_id: int | None = None
+) -> int:
+    """Queue again the items waiting for credentials that are configured now (of one
+    request, or all); how many."""
+    callable_now: list[str] = []
+    every = True  # one client for every account
+    if isinstance(clients, AccountClients):
+        callable_now = callable_accounts(clients.accounts)
+        every = clients.accounts.fallback is not None
+    async with pool.acquire() as conn:
+        return await account_rows.resume_waiting(
+            conn, callable_now, every=every, request_id=request_id
+        )
+
+
 async def run_foreground(
     pool: asyncpg.Pool[Any],
-    client: StudioClient,
+    client: Callers | StudioClient,
     request_id: int,
     progress: ProgressCallback | None = None,
     *,
@@ -341,9 +320,12 @@ async def run_foreground(
 ) -> Summary:
     """Run one request's items in this process until none is left; its final summary.
 
-    Items other processes hold are waited for, not taken. ``progress`` is called with the
+    Items other processes hold are waited for, not taken; items waiting for credentials
+    that are configured now are queued again first, and those still without credentials
+    that work are left waiting (the summary counts them). ``progress`` is called with the
     request's state every ``progress_interval`` seconds and once at the end.
     """
+    await resume_waiting(pool, client, request_id)
     runner = make_runner(
         pool,
         client,

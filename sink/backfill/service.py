@@ -2,8 +2,12 @@
 
 ``BackfillService`` lives for the app's lifetime: ``start(pool, listen_dsn)`` after the pool is
 open, ``stop()`` before it closes (``sink.app`` does both in an aiohttp cleanup
-context). Workers start only when ``SINK_BACKFILL_WORKERS`` > 0 and Studio credentials
-are set; requests queued meanwhile wait for a process that can run them.
+context). Workers start when ``SINK_BACKFILL_WORKERS`` > 0; each item is fetched with its
+account's credentials (``sink.backfill.accounts``), and the items of an account without
+credentials that work wait (``waiting_for_credentials``). They are queued again at start,
+after each accepted reload of the accounts, and every ``RECHECK_SECONDS`` for accounts that
+have credentials (so an account whose credentials Twilio refused is tried again now and
+then, and a replica that reloaded late cannot leave them parked for good).
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from typing import Any
 
 import asyncpg
 
+from sink.accounts.model import Accounts
+from sink.accounts.watch import AccountsHolder
 from sink.backfill import queue as q
-from sink.backfill.client import StudioClient
-from sink.backfill.runner import POLL_SECONDS, Runner, make_client, make_runner
+from sink.backfill.accounts import REFUSED_SECONDS, AccountClients
+from sink.backfill.runner import POLL_SECONDS, Runner, make_runner, resume_waiting
 from sink.config import Settings
 from sink.constants import BACKFILL_CHANNEL
 from sink.db.pool import DB_ERRORS
-from sink.errors import ConfigError
 from sink.ingest import redact
 from sink.ingest.cloudevents import Event
 from sink.ingest.studio_facts import ExecutionFacts
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0
 AUTO_BATCH_SECONDS = 0.5
+RECHECK_SECONDS = REFUSED_SECONDS  # waiting items of accounts with credentials, queued again
 
 
 class AutoBackfill:
@@ -78,14 +84,20 @@ class AutoBackfill:
 
 
 class BackfillService:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, accounts: AccountsHolder | None = None
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._holder = accounts if accounts is not None else AccountsHolder(settings)
         self._auto = AutoBackfill() if settings.auto_backfill else None
-        self._client: StudioClient | None = None
+        self._clients: AccountClients | None = None
         self._runner: Runner | None = None
+        self._pool: asyncpg.Pool[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._resuming: set[asyncio.Task[None]] = set()
         self.unavailable_reason: str | None = None
+        self._holder.on_change(self._reloaded)
 
     @property
     def on_committed(self) -> Callable[[list[Event]], None] | None:
@@ -96,6 +108,11 @@ class BackfillService:
     def running(self) -> bool:
         return self._runner is not None
 
+    @property
+    def clients(self) -> AccountClients | None:
+        """The Studio clients per account while workers run (None otherwise)."""
+        return self._clients
+
     async def start(self, pool: asyncpg.Pool[Any], listen_dsn: str | None) -> None:
         """Start the workers; ``listen_dsn`` is a session for LISTEN (None: poll only, as
         behind a transaction pooler without SINK_DATABASE_DIRECT_URL)."""
@@ -105,25 +122,21 @@ class BackfillService:
         if workers == 0:
             self.unavailable_reason = "SINK_BACKFILL_WORKERS=0 in this process"
             return
-        try:
-            self._client = make_client(self._settings, self._metrics)
-        except ConfigError as exc:
-            self.unavailable_reason = str(exc)
-            log.warning("backfill workers not started: %s", exc)
-            return
+        self._clients = AccountClients(self._settings, self._holder, self._metrics)
         runner = make_runner(
             pool,
-            self._client,
+            self._clients,
             max_attempts=self._settings.backfill_max_attempts,
             metrics=self._metrics,
             privacy=redact.policy(self._settings),
         )
-        self._runner = runner
+        self._runner, self._pool = runner, pool
         if listen_dsn is None:
             self._spawn(self._poll_only(pool, runner), "backfill-poll")
         else:
             self._spawn(self._listen(listen_dsn, pool, runner), "backfill-listen")
         self._spawn(runner.heartbeat(), "backfill-heartbeat")
+        self._spawn(self._recheck(), "backfill-recheck")
         for n in range(workers):
             self._spawn(runner.work(), f"backfill-worker-{n}")
         log.info("%d backfill workers started", workers)
@@ -146,11 +159,52 @@ class BackfillService:
                 pass
             except Exception:  # stopping goes on whatever one task died of
                 log.exception("backfill task %s failed", task.get_name())
+        for resuming in list(self._resuming):
+            resuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
+                await resuming
         self._tasks.clear()
-        self._runner = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        self._runner = self._pool = None
+        if self._clients is not None:
+            await self._clients.close()
+            self._clients = None
+
+    # -- items waiting for credentials ---------------------------------------------------
+
+    async def resume(self) -> int:
+        """Queue again the items waiting for credentials that are configured now, and wake
+        the workers; how many (0 while no workers run here)."""
+        if self._runner is None or self._pool is None or self._clients is None:
+            return 0
+        resumed = await resume_waiting(self._pool, self._clients)
+        if resumed:
+            log.info("%d backfill items waiting for credentials are queued again", resumed)
+            self._runner.wake.set()
+        return resumed
+
+    async def _recheck(self) -> None:
+        """At start, then every RECHECK_SECONDS."""
+        while True:
+            try:
+                await self.resume()
+            except DB_ERRORS as exc:
+                log.debug("waiting backfill items not rechecked (%s)", type(exc).__name__)
+            await asyncio.sleep(RECHECK_SECONDS)
+
+    def _reloaded(self, _accounts: Accounts) -> None:
+        """The accounts were reloaded: the waiting items may have credentials now."""
+        if self._runner is None:
+            return
+
+        async def resume() -> None:
+            try:
+                await self.resume()
+            except DB_ERRORS as exc:  # the periodic recheck catches up
+                log.warning("waiting backfill items not queued again yet: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(resume(), name="backfill-resume")
+        self._resuming.add(task)
+        task.add_done_callback(self._resuming.discard)
 
     async def _listen(self, dsn: str, pool: asyncpg.Pool[Any], runner: Runner) -> None:
         """LISTEN on a dedicated connection; wake the workers every POLL_SECONDS anyway."""

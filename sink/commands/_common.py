@@ -11,6 +11,7 @@ import asyncpg
 from sink.config import Settings
 from sink.db import migrate
 from sink.db.embedded import resolve_dsn
+from sink.db.pool import connect
 from sink.db.route import Route, route_for
 from sink.twilio import parse_timestamp
 
@@ -23,8 +24,8 @@ async def open_route(settings: Settings) -> Route:
 async def open_database(settings: Settings, route: Route | None = None) -> asyncpg.Connection[Any]:
     """A connection to the sink's database whose schema is current."""
     route = route or await open_route(settings)
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(
-        route.dsn, timeout=settings.db_connect_timeout, **route.connect_options()
+    conn = await connect(
+        route.dsn, host_timeout=settings.db_connect_timeout, **route.connect_options()
     )
     try:
         await migrate.check_current(conn)

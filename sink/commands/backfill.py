@@ -1,4 +1,9 @@
-"""``studio-sink backfill``: queue a backfill and run it in the foreground, with progress."""
+"""``studio-sink backfill``: queue a backfill and run it in the foreground, with progress.
+
+Each item is fetched with its account's REST credentials, from the accounts file
+(``SINK_ACCOUNTS_FILE``) and the one-account settings; ``--account AC...`` names the account
+whose credentials fetch what the stored rows do not place (and, with ``--missing``, limits
+the request to that account's executions)."""
 
 from __future__ import annotations
 
@@ -10,13 +15,16 @@ from typing import Any
 import asyncpg
 from tqdm import tqdm
 
+from sink.accounts.model import Accounts
 from sink.backfill import queue as q
-from sink.backfill.runner import Summary, make_client, run_foreground
+from sink.backfill.accounts import AccountClients, callable_accounts
+from sink.backfill.runner import Summary, run_foreground
 from sink.commands._common import iso_datetime, open_database, open_route
 from sink.config import Settings
 from sink.db.route import create_route_pool
 from sink.errors import ConfigError
 from sink.ingest import redact
+from sink.twilio import is_sid, sid_rule
 
 
 class _Bar:
@@ -52,19 +60,48 @@ async def _queue(args: argparse.Namespace, conn: asyncpg.Connection[Any]) -> int
             raise ConfigError(f"there is no backfill request {args.request}")
         rid: int = args.request
     elif args.execution:
-        rid = await q.enqueue(conn, "executions", "cli", execution_sids=args.execution)
+        rid = await q.enqueue(
+            conn, "executions", "cli", execution_sids=args.execution, account_sid=args.account
+        )
     elif args.flow:
         if args.since is None:
             raise ConfigError("--flow needs --since (and optionally --until)")
         until = args.until or datetime.now(UTC)
         rid = await q.enqueue(
-            conn, "flow", "cli", flow_sid=args.flow, since=args.since, until=until
+            conn,
+            "flow",
+            "cli",
+            flow_sid=args.flow,
+            since=args.since,
+            until=until,
+            account_sid=args.account,
         )
-    elif args.flows is not None:  # "" (no value): every flow of the account
-        rid = await q.enqueue(conn, "flows", "cli", flow_sid=args.flows or None)
+    elif args.flows is not None:  # "" (no value): every flow of the account(s)
+        rid = await q.enqueue(
+            conn, "flows", "cli", flow_sid=args.flows or None, account_sid=args.account
+        )
     else:
-        rid = await q.enqueue(conn, "missing", "cli")
+        rid = await q.enqueue(conn, "missing", "cli", account_sid=args.account)
     return rid
+
+
+def _check_credentials(accounts: Accounts, account: str | None) -> None:
+    """Refuse early, before queuing, when no item could be fetched."""
+    if account is not None:
+        if not accounts.rest_credentials(account):
+            raise ConfigError(
+                f"account {account} has no REST credentials: give its table in"
+                " SINK_ACCOUNTS_FILE an API key (api_key_sid, api_key_secret) or auth_tokens,"
+                " or set SINK_TWILIO_ACCOUNT_SID to it with SINK_TWILIO_AUTH_TOKEN"
+            )
+        return
+    if not callable_accounts(accounts) and accounts.fallback is None:
+        raise ConfigError(
+            "no Studio REST API credentials: list your accounts with an API key (api_key_sid,"
+            " api_key_secret) or auth_tokens in SINK_ACCOUNTS_FILE, or set"
+            " SINK_TWILIO_API_KEY_SID and SINK_TWILIO_API_KEY_SECRET (preferred), or"
+            " SINK_TWILIO_ACCOUNT_SID with SINK_TWILIO_AUTH_TOKEN"
+        )
 
 
 def _print_summary(summary: Summary) -> None:
@@ -72,21 +109,29 @@ def _print_summary(summary: Summary) -> None:
         f"backfill request {summary.request_id}: {summary.items_total} items,"
         f" {summary.items_done} done, {summary.items_gone} gone (404: expired),"
         f" {summary.items_failed} failed"
+        + (
+            f", {summary.items_waiting} waiting for credentials (they proceed once the"
+            " account's credentials work: fix them, then run `studio-sink backfill --request"
+            f" {summary.request_id}` or let a running sink pick them up)"
+            if summary.items_waiting
+            else ""
+        )
     )
     if summary.error:
         print(f"  the request failed: {summary.error}")
     for sid, state, reason in summary.failures:
         print(f"  {state} {sid or '-'}: {reason}")
     shown = len(summary.failures)
-    if summary.items_failed + summary.items_gone > shown:
+    if summary.items_failed + summary.items_gone + summary.items_waiting > shown:
         print(
             f"  ... the others are in studio.backfill_items (request_id"
-            f" {summary.request_id}, state failed or gone)"
+            f" {summary.request_id}, state failed, gone or waiting_for_credentials)"
         )
 
 
 async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    client = make_client(settings)  # fails early, before queuing, without credentials
+    clients = AccountClients.from_settings(settings)
+    _check_credentials(clients.accounts, args.account)  # fails early, before queuing
     try:
         route = await open_route(settings)
         conn = await open_database(settings, route)
@@ -104,7 +149,7 @@ async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         try:
             summary = await run_foreground(
                 pool,
-                client,
+                clients,
                 rid,
                 bar,
                 workers=workers,
@@ -115,9 +160,15 @@ async def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             bar.close()
             await pool.close()
     finally:
-        await client.close()
+        await clients.close()
     _print_summary(summary)
-    return 1 if summary.items_failed else 0
+    return 1 if summary.items_failed or summary.items_waiting else 0
+
+
+def _account_sid(text: str) -> str:
+    if not is_sid(text, "AC"):
+        raise argparse.ArgumentTypeError(f"{text!r}: {sid_rule('AC')}")
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -129,8 +180,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             " flow's executions created in a time range, flow definitions (--flows), or"
             " (--missing) every stored"
             " execution whose context, or one of whose steps' contexts, was never fetched."
-            " Exits 0 when no item failed (items gone from the API, 404, are reported),"
-            " 1 otherwise."
+            " Each item is fetched with its account's credentials (SINK_ACCOUNTS_FILE and the"
+            " SINK_TWILIO_* settings). Exits 0 when no item failed or waits for credentials"
+            " (items gone from the API, 404, are reported), 1 otherwise."
         ),
     )
     what = parser.add_mutually_exclusive_group(required=True)
@@ -160,6 +212,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--until", type=iso_datetime, help="with --flow: created before (ISO 8601; default now)"
+    )
+    parser.add_argument(
+        "--account",
+        type=_account_sid,
+        metavar="AC...",
+        help="the account whose credentials fetch what the stored rows do not place (needed"
+        " with several accounts for a flow no stored row names); with --missing, only that"
+        " account's executions; with --flows, only that account's flows",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--data-dir", help="embedded Postgres data (SINK_DATA_DIR)")

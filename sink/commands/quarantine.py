@@ -6,13 +6,14 @@ import argparse
 from collections.abc import Sequence
 from datetime import datetime
 
+from sink.accounts.load import load_accounts
 from sink.commands._common import open_database
 from sink.config import Settings
 from sink.errors import ConfigError
 from sink.ingest import redact
 from sink.ingest.signature import SignatureCheck
 from sink.maintenance import quarantine
-from sink.web.receiver import check_signature
+from sink.web.verify import check_signature
 
 
 def size(n: int) -> str:
@@ -68,9 +69,15 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     ]
     for line in table([heading, *rows]):
         print(line)
+    if any(g["reason"] == "unknown_account" for g in groups):
+        print(
+            "unknown_account: add each account its URL names (/events/AC...) to the accounts"
+            " file (SINK_ACCOUNTS_FILE) with its auth_tokens."
+        )
     print(
         "Fix SINK_PUBLIC_URL (the URL configured in Twilio) or the token"
-        " (SINK_TWILIO_AUTH_TOKEN), then run `studio-sink quarantine retry`."
+        " (SINK_TWILIO_AUTH_TOKEN, or auth_tokens in SINK_ACCOUNTS_FILE), then run"
+        " `studio-sink quarantine retry`."
     )
     return 0
 
@@ -83,9 +90,10 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
             " (SINK_TWILIO_AUTH_TOKEN, SINK_PUBLIC_URL) and verification on."
         )
     privacy = redact.policy(settings)
+    accounts = load_accounts(settings)
 
     def check(request: quarantine.KeptRequest, body: bytes) -> SignatureCheck:
-        return check_signature(request, body, settings)
+        return check_signature(request, body, settings, accounts)
 
     conn = await open_database(settings)
     try:
@@ -117,8 +125,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "retry",
         help="check every kept delivery again; store and remove those that now pass",
         description=(
-            "Uses the current SINK_TWILIO_AUTH_TOKEN, SINK_TWILIO_SHARED_KEYS,"
-            " SINK_PUBLIC_URL and SINK_TRUST_FORWARDED, exactly as the receiver would."
+            "Uses the current SINK_TWILIO_AUTH_TOKEN, SINK_ACCOUNTS_FILE,"
+            " SINK_TWILIO_SHARED_KEYS, SINK_PUBLIC_URL and SINK_TRUST_FORWARDED, exactly as"
+            " the receiver would (a delivery to /events/AC... against that account's tokens)."
             " What still fails stays in quarantine."
         ),
     )

@@ -4,6 +4,7 @@ Accepts a JSON array of structured CloudEvents (what Twilio sends), a single str
 event, and binary mode (``ce-*`` headers). Unlike the cloudevents SDK, it never invents an
 ``id`` or ``time``: an event that lacks a required attribute is rejected with that reason,
 and every rejected element is returned with its raw bytes so nothing is silently dropped.
+Given the account that signed the delivery (``account``), it applies ``signer``'s rules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from sink import jsontext
+from sink.ingest import signer
 from sink.ingest.studio_facts import StudioDataError, StudioFacts, studio_facts
 from sink.twilio import parse_timestamp
 
@@ -38,6 +40,7 @@ class Event:
     data_json: str | None
     extensions_json: str | None
     studio: StudioFacts | None = None
+    account_sid: str | None = None  # the account it belongs to, when known (metrics)
 
 
 @dataclass(slots=True)
@@ -86,8 +89,9 @@ def _is_json_type(contenttype: str | None) -> bool:
     return media == "application/json" or media.endswith("+json") or media == "text/json"
 
 
-def build_event(element: Any, *, check_storable: bool) -> Event:
-    """Validate one structured CloudEvent (a decoded JSON object)."""
+def build_event(element: Any, *, check_storable: bool, account: str | None = None) -> Event:
+    """Validate one structured CloudEvent (a decoded JSON object); ``account``: the one
+    that signed its delivery, which its data must not contradict."""
     if not isinstance(element, dict):
         raise ElementError(
             "not_an_object",
@@ -99,7 +103,7 @@ def build_event(element: Any, *, check_storable: bool) -> Event:
     time = _event_time(element)
     if check_storable:
         _check_storable(element)
-    return _event(element, time)
+    return _event(element, time, account)
 
 
 def _check_required(element: dict[str, Any]) -> None:
@@ -155,12 +159,16 @@ def _check_storable(element: dict[str, Any]) -> None:
         raise ElementError("unstorable_value", f"the event {problem}")
 
 
-def _event(element: dict[str, Any], time: datetime | None) -> Event:
+def _event(element: dict[str, Any], time: datetime | None, account: str | None) -> Event:
     """The validated element as an Event: its data, its extensions and its Studio facts."""
     contenttype = element.get("datacontenttype")
-    data = _decode_data(element.get("data"), contenttype)
-    extensions = _extensions(element)
     event_type: str = element["type"]
+    data = _decode_data(element.get("data"), contenttype)
+    refusal = signer.mismatch(data, account)
+    if refusal is not None:
+        raise ElementError(signer.ACCOUNT_MISMATCH, refusal)
+    data = signer.with_account(event_type, data, element["id"], account)
+    extensions = _extensions(element)
     try:
         facts = studio_facts(event_type, data)
     except StudioDataError as exc:
@@ -171,7 +179,7 @@ def _event(element: dict[str, Any], time: datetime | None) -> Event:
     except jsontext.JsonError as exc:
         raise ElementError("unstorable_value", f"the event {exc}") from None
     return Event(
-        event_id=element["id"],
+        event_id=signer.dedup_id(event_type, element["id"], data),
         source=element["source"],
         type=event_type,
         specversion=element["specversion"],
@@ -182,6 +190,7 @@ def _event(element: dict[str, Any], time: datetime | None) -> Event:
         data_json=data_json,
         extensions_json=extensions_json,
         studio=facts,
+        account_sid=signer.event_account(data, account),
     )
 
 
@@ -226,12 +235,12 @@ def _safe_dump(value: Any, body: bytes) -> bytes:
         return body
 
 
-def parse_structured(body: bytes) -> Delivery:
+def parse_structured(body: bytes, *, account: str | None = None) -> Delivery:
     """A JSON array of CloudEvents, or one CloudEvent object."""
     try:
         decoded = jsontext.loads(body)
     except jsontext.JsonError as exc:
-        return _parse_elements(body, exc)
+        return _parse_elements(body, exc, account)
     check = jsontext.needs_storable_check(body)
     if isinstance(decoded, dict):
         elements: list[Any] = [decoded]
@@ -243,28 +252,34 @@ def parse_structured(body: bytes) -> Delivery:
             "not_cloudevents",
             "the body is JSON but neither a CloudEvent object nor an array of them",
         )
-    return _build_all(elements, body, check=check)
+    return _build_all(elements, body, check=check, account=account)
 
 
-def _parse_elements(body: bytes, error: jsontext.JsonError) -> Delivery:
+def _parse_elements(body: bytes, error: jsontext.JsonError, account: str | None) -> Delivery:
     """A body orjson refused, parsed element by element, so that one element (a lone
     UTF-16 surrogate) does not cost the batch; ``not_json`` when it is no JSON array."""
     try:
         pairs = jsontext.array_elements(body)
     except jsontext.JsonError:
         return _fatal(body, "not_json", f"the body is not valid JSON: {error}")
-    return _build_all([e for e, _ in pairs], body, check=True, raws=[r for _, r in pairs])
+    raws = [r for _, r in pairs]
+    return _build_all([e for e, _ in pairs], body, check=True, account=account, raws=raws)
 
 
 def _build_all(
-    elements: list[Any], body: bytes, *, check: bool, raws: list[bytes] | None = None
+    elements: list[Any],
+    body: bytes,
+    *,
+    check: bool,
+    account: str | None,
+    raws: list[bytes] | None = None,
 ) -> Delivery:
     """Each element as an Event or a Rejection (with its own bytes from ``raws`` when
     given); fatal when there were elements and none is an Event."""
     delivery = Delivery()
     for n, element in enumerate(elements):
         try:
-            delivery.events.append(build_event(element, check_storable=check))
+            delivery.events.append(build_event(element, check_storable=check, account=account))
         except ElementError as error:
             raw = None if raws is None else raws[n]
             delivery.rejected.append(_reject_element(element, error, body, raw))
@@ -273,7 +288,9 @@ def _build_all(
     return delivery
 
 
-def parse_binary(headers: Mapping[str, str], body: bytes) -> Delivery:
+def parse_binary(
+    headers: Mapping[str, str], body: bytes, *, account: str | None = None
+) -> Delivery:
     """Binary content mode: attributes in ``ce-*`` headers, the data in the body."""
     element: dict[str, Any] = {}
     for name, value in headers.items():
@@ -296,7 +313,7 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> Delivery:
                 return _fatal(body, "not_utf8", "binary-mode data is neither JSON nor UTF-8 text")
     delivery = Delivery()
     try:
-        delivery.events.append(build_event(element, check_storable=True))
+        delivery.events.append(build_event(element, check_storable=True, account=account))
     except ElementError as error:
         rejection = _reject_element(element, error, body)
         delivery.rejected.append(rejection)
@@ -308,10 +325,14 @@ def is_binary_mode(headers: Mapping[str, str]) -> bool:
     return any(name.lower() == "ce-specversion" for name in headers)
 
 
-def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
+def parse_delivery(
+    headers: Mapping[str, str], body: bytes, *, account: str | None = None
+) -> Delivery:
+    """The delivery's events and rejected elements; ``account``: the one that signed it
+    (None when unknown: no account check)."""
     if is_binary_mode(headers):
-        return parse_binary(headers, body)
-    return parse_structured(body)
+        return parse_binary(headers, body, account=account)
+    return parse_structured(body, account=account)
 
 
 def _fatal(body: bytes, reason: str, detail: str) -> Delivery:

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -39,6 +39,7 @@ REASONS: Final = {
     "duplicate_body_hash": "the URL has bodySHA256 more than once",
     "body_hash_mismatch": "bodySHA256 does not match the body received",
     "bad_signature": "X-Twilio-Signature does not match any configured key for this URL",
+    "unknown_account": "the URL names an account that is not configured (SINK_ACCOUNTS_FILE)",
     "unsupported_algorithm": "X-Twilio-Webhooks-Signature-Settings names an unknown algorithm",
     "no_key_configured": "no key is configured for the signature scheme this request uses",
     "bad_host": "the URL rebuilt from the request has no valid host[:port] or is not UTF-8"
@@ -49,11 +50,21 @@ REASONS: Final = {
 
 @dataclass(frozen=True, slots=True)
 class SignatureCheck:
+    """The outcome of a check. ``key``: the position, in the keys given to ``verify``, of
+    the key that signed. ``account``: the account that signed, when the caller knows it
+    (the one the URL names, or the only owner of that key). ``detail``: an explanation
+    more precise than the reason's own (naming the account)."""
+
     ok: bool
     reason: str | None = None
+    key: int | None = field(default=None, compare=False)
+    account: str | None = field(default=None, compare=False)
+    detail: str | None = field(default=None, compare=False)
 
     @property
     def explanation(self) -> str:
+        if self.detail is not None:
+            return self.detail
         return "signature valid" if self.reason is None else REASONS[self.reason]
 
 
@@ -129,7 +140,9 @@ def verify(
     shared_keys: Sequence[bytes] = (),
 ) -> SignatureCheck:
     """Check a delivery. ``urls`` are the candidate full URLs (public URL, rebuilt URL);
-    those that are not ``is_checkable`` are left out (``bad_host`` when none is left)."""
+    those that are not ``is_checkable`` are left out (``bad_host`` when none is left).
+    A valid check says which of the keys signed (``key``), so the caller can tell whose
+    key it is; every key is still tried, in constant time each."""
     if not signature:
         return SignatureCheck(False, "missing_signature")
     algorithm = algorithm_from_settings(settings_header)
@@ -145,6 +158,7 @@ def verify(
     given = signature.strip().encode("ascii", errors="replace")
     matched = False
     body_ok = False
+    signer: int | None = None
     hash_seen = False
     actual_hash = body_hash(body).encode("ascii")
     for url in urls:
@@ -157,16 +171,18 @@ def verify(
         claimed = hashes[0].lower().encode("ascii", "replace")
         this_body_ok = hmac.compare_digest(claimed, actual_hash)
         for variant in url_variants(url):
-            for key in keys:
+            for n, key in enumerate(keys):
                 expected = compute_signature(variant, key, algorithm).encode("ascii")
                 # No short-circuit: every comparison runs, each in constant time.
                 hit = hmac.compare_digest(expected, given)
                 matched |= hit
-                body_ok |= hit and this_body_ok
+                if hit and this_body_ok:
+                    body_ok = True
+                    signer = n
     if not hash_seen:
         return SignatureCheck(False, "missing_body_hash")
     if not matched:
         return SignatureCheck(False, "bad_signature")
     if not body_ok:
         return SignatureCheck(False, "body_hash_mismatch")
-    return VALID
+    return SignatureCheck(True, key=signer)

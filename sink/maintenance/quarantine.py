@@ -212,7 +212,9 @@ async def recent_by_reason(conn: Conn, seconds: float = 3600) -> dict[str, int]:
 # --- retrying it -------------------------------------------------------------------------
 
 Check = Callable[[KeptRequest, bytes], SignatureCheck]
-"""Checks a kept request's signature with the current configuration (the receiver's check)."""
+"""Checks a kept request's signature with the current configuration (the receiver's check:
+the tokens of the account its URL names, or every account's); a valid check names the
+account that signed, when known, for the parser's account check."""
 
 
 @dataclass(slots=True)
@@ -284,13 +286,17 @@ async def retry(
                 continue
             report.passed += 1
             if not dry_run:
-                await _store(conn, kept, privacy, report)
+                await _store(conn, kept, result.account, privacy, report)
     return report
 
 
-async def _store(conn: Conn, kept: _Kept, privacy: Policy, report: RetryReport) -> None:
-    """Parse and store one delivery that now passes, and remove it, in one transaction."""
-    delivery = privacy.delivery(parse_delivery(kept.request.headers, kept.body))
+async def _store(
+    conn: Conn, kept: _Kept, account: str | None, privacy: Policy, report: RetryReport
+) -> None:
+    """Parse and store one delivery that now passes (its events checked against the
+    account that signed it), and remove it, in one transaction."""
+    parsed = parse_delivery(kept.request.headers, kept.body, account=account)
+    delivery = privacy.delivery(parsed)
     item = BatchItem(kept.request_id, delivery.events, delivery.rejected)
 
     async def attempt() -> bool:

@@ -7,6 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from yarl import URL
+
+ACCOUNT_PARAM: Final = "account"
+
 
 def _ts(value: datetime | None) -> str:
     if value is None:
@@ -33,7 +37,15 @@ def _duration(delta: timedelta | None) -> str:
     return f"+{seconds / 60:.1f} min"
 
 
+def with_account(url: str, account_sid: str | None) -> str:
+    """``url`` with ``?account=`` set, the account the pages show (left out for every account)."""
+    if not account_sid:
+        return url
+    return str(URL(url).update_query({ACCOUNT_PARAM: account_sid}))
+
+
 FILTERS: Final[dict[str, Callable[..., str]]] = {
+    "with_account": with_account,
     "ts": _ts,
     "pretty_json": _pretty_json,
     "duration": _duration,

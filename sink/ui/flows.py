@@ -19,7 +19,7 @@ from yarl import URL
 from sink import jsontext
 from sink.analytics import queries as analytics
 from sink.twilio import is_sid
-from sink.ui import queries
+from sink.ui import accounts, queries
 from sink.ui.canvas import Canvas, Transition, WidgetStats, draw
 from sink.ui.login import page_context, redirect, requires_login
 from sink.web.keys import POOL
@@ -33,7 +33,8 @@ MAX_WIDGET_NAME: Final = 512
 @requires_login
 async def flows(request: web.Request) -> web.StreamResponse:
     async with request.app[POOL].acquire() as conn:
-        rows = await queries.flows(conn)
+        choice = await accounts.load(conn, request)
+        rows = await queries.flows(conn, choice.selected)
     return aiohttp_jinja2.render_template(
         "flows.html", request, page_context(request, title="Flows", rows=rows)
     )
@@ -130,6 +131,7 @@ async def flow(request: web.Request) -> web.StreamResponse:
         definition = jsontext.loads(stored) if isinstance(stored, str) else stored
         transitions = await queries.transition_stats(conn, window)
         widgets = await queries.widget_stats(conn, window)
+        await accounts.load(conn, request)
     canvas = _canvas(definition, transitions, widgets)
     backfill = request.query.get("backfill", "")
     return aiohttp_jinja2.render_template(
@@ -206,14 +208,17 @@ async def fetch_definition(request: web.Request) -> web.StreamResponse:
     sid = _flow_sid(request)
     async with request.app[POOL].acquire() as conn:
         request_id = await queries.request_flows_backfill(conn, sid)
-    return backfill_redirect(f"/ui/flows/{sid}", request_id)
+    return backfill_redirect(request, f"/ui/flows/{sid}", request_id)
 
 
-def backfill_redirect(page: str, request_id: int | None) -> web.Response:
-    """Back to the page after queuing: with the request's ID, or a notice that it cannot be."""
+def backfill_redirect(request: web.Request, page: str, request_id: int | None) -> web.Response:
+    """Back to the page after queuing: with the request's ID, or a notice that it cannot be
+    (and the account the page was showing)."""
     if request_id is None:
-        return redirect(str(URL(page).with_query(notice="backfill_unavailable")))
-    return redirect(str(URL(page).with_query(backfill=str(request_id))))
+        back = URL(page).with_query(notice="backfill_unavailable")
+    else:
+        back = URL(page).with_query(backfill=str(request_id))
+    return redirect(accounts.with_account(str(back), accounts.selected_account(request)))
 
 
 def add_flow_routes(router: web.UrlDispatcher) -> None:

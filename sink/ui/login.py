@@ -11,6 +11,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from yarl import URL
 
+from sink.ui import accounts
 from sink.web import auth
 from sink.web.keys import SESSION, SETTINGS, UI_AUTH
 
@@ -37,6 +38,7 @@ def page_context(request: web.Request, **values: Any) -> dict[str, Any]:
         "csrf_token": csrf,
         "csrf_field": auth.CSRF_FIELD,
         "path": request.path,
+        **accounts.template_values(request),
         **values,
     }
 

@@ -27,6 +27,7 @@ NO_UPPER_BOUND: Final = 2**63 - 1
 
 
 EXECUTIONS_ORDER: Final = "ORDER BY date_created DESC NULLS FIRST, execution_sid DESC"
+FILTER_ACCOUNT: Final = "account_sid = ${}"
 FILTER_FLOW: Final = "flow_sid = ${}"
 FILTER_STATUS: Final = "status = ${}"
 FILTER_ENDED_REASON: Final = "ended_reason = ${}"
@@ -41,6 +42,7 @@ AFTER_UNDATED: Final = "(date_created IS NOT NULL OR execution_sid < ${0})"
 
 @dataclass(frozen=True, slots=True)
 class ExecutionFilters:
+    account_sid: str | None = None
     flow_sid: str | None = None
     status: str | None = None
     ended_reason: str | None = None
@@ -70,6 +72,7 @@ def executions_query(
         where.append(fragment.format(*numbers))
 
     for fragment, value in (
+        (FILTER_ACCOUNT, filters.account_sid),
         (FILTER_FLOW, filters.flow_sid),
         (FILTER_STATUS, filters.status),
         (FILTER_ENDED_REASON, filters.ended_reason),
@@ -96,11 +99,15 @@ async def has_relation(conn: Conn, name: str) -> bool:
     return bool(await conn.fetchval(query("relation_exists"), name))
 
 
-async def overview(conn: Conn, minutes: int) -> dict[str, Any]:
+async def overview(conn: Conn, minutes: int, account_sid: str | None) -> dict[str, Any]:
+    """The overview's figures. Deliveries and rejected events belong to no one account and
+    are counted for all; the test events and the backfill queue are ``account_sid``'s."""
     result: dict[str, Any] = {
         "per_minute": await conn.fetch(query("ui_deliveries_per_minute"), minutes),
         "last_delivery": await conn.fetchval(query("ui_last_delivery")),
-        "last_test_event": await conn.fetchrow(query("ui_last_test_event"), TEST_EVENT_TYPE),
+        "test_events": await conn.fetch(
+            query("ui_test_events_per_account"), TEST_EVENT_TYPE, account_sid
+        ),
         "rejected_last_day": await conn.fetchval(query("ui_rejected_last_day")),
         "last_rejected": await conn.fetchval(query("ui_last_rejected")),
         "backfill": None,
@@ -110,8 +117,8 @@ async def overview(conn: Conn, minutes: int) -> dict[str, Any]:
     if await has_relation(conn, "studio.quarantine"):
         result["quarantined"] = await quarantine.recent_by_reason(conn, 3600)
     if await has_relation(conn, "studio.backfill_requests"):
-        result["backfill"] = await conn.fetch(query("ui_backfill_summary"))
-        result["backfill_recent"] = await conn.fetch(query("ui_backfill_recent"))
+        result["backfill"] = await conn.fetch(query("ui_backfill_summary"), account_sid)
+        result["backfill_recent"] = await conn.fetch(query("ui_backfill_recent"), account_sid)
     return result
 
 
@@ -171,8 +178,13 @@ async def backfill_request(conn: Conn, request_id: int) -> asyncpg.Record | None
 # -- the flow pages -------------------------------------------------------------------
 
 
-async def flows(conn: Conn) -> list[analytics.FlowOverview]:
-    return await analytics.flows_overview(conn)
+async def flows(conn: Conn, account_sid: str | None) -> list[analytics.FlowOverview]:
+    """Every flow seen, or those of ``account_sid``."""
+    every = await analytics.flows_overview(conn)
+    if account_sid is None:
+        return every
+    mine = {r["flow_sid"] for r in await conn.fetch(query("ui_account_flows"), account_sid)}
+    return [f for f in every if f.flow_sid in mine]
 
 
 async def flow_names(conn: Conn, flow_sids: list[str]) -> dict[str, str]:

@@ -11,16 +11,15 @@ import asyncpg
 from aiohttp import web
 from yarl import URL
 
-from sink.backfill.runner import find_credentials
-from sink.config import Settings
+from sink.backfill.accounts import callable_accounts
 from sink.ingest import redact
 from sink.twilio import is_sid
-from sink.ui import queries
+from sink.ui import accounts, queries
 from sink.ui.chart import per_minute_chart
 from sink.ui.flows import add_flow_routes, backfill_redirect
 from sink.ui.forms import parse_cursor, parse_filters
 from sink.ui.login import login_form, login_submit, logout, page_context, redirect, requires_login
-from sink.web.keys import METRICS, POOL, SETTINGS
+from sink.web.keys import ACCOUNTS, METRICS, POOL, SETTINGS
 
 CHART_MINUTES: Final = 180
 FINAL_BACKFILL_STATES: Final = frozenset({"done", "failed", "gone", "cancelled", "finished"})
@@ -44,7 +43,8 @@ def _signature_failures(request: web.Request) -> int:
 @requires_login
 async def overview(request: web.Request) -> web.StreamResponse:
     async with request.app[POOL].acquire() as conn:
-        data = await queries.overview(conn, CHART_MINUTES)
+        choice = await accounts.load(conn, request)
+        data = await queries.overview(conn, CHART_MINUTES, choice.selected)
     chart = per_minute_chart(
         [(r["minute"], r["deliveries"], r["events"]) for r in data.pop("per_minute")],
         now=datetime.now(UTC),
@@ -59,6 +59,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
             chart=chart,
             chart_hours=CHART_MINUTES // 60,
             signature_failures=_signature_failures(request),
+            test_events=accounts.latest_tests(choice, data.pop("test_events")),
             **data,
         ),
     )
@@ -70,9 +71,10 @@ async def executions(request: web.Request) -> web.StreamResponse:
     filters = parse_filters(request.query, errors)
     # a contact is searched as it is stored: hashed or masked under SINK_CONTACT_MODE
     stored_contact = redact.policy(request.app[SETTINGS]).contact(filters.contact)
-    filters = dataclasses.replace(filters, contact=stored_contact)
     after = parse_cursor(request.query, errors)
     async with request.app[POOL].acquire() as conn:
+        choice = await accounts.load(conn, request)
+        filters = dataclasses.replace(filters, contact=stored_contact, account_sid=choice.selected)
         rows = await queries.executions(conn, filters, after, queries.PAGE_SIZE + 1)
         flow_names = await queries.flow_names(conn, [r["flow_sid"] for r in rows if r["flow_sid"]])
     more = len(rows) > queries.PAGE_SIZE
@@ -137,6 +139,7 @@ async def execution(request: web.Request) -> web.StreamResponse:
         if row is None:
             raise web.HTTPNotFound(text=f"execution {sid} is not in this sink's database")
         steps = await queries.steps(conn, sid)
+        await accounts.load(conn, request)
         revision_known = row["flow_revision"] is not None and await queries.has_flow_revision(
             conn, row["flow_sid"], row["flow_revision"]
         )
@@ -157,15 +160,18 @@ async def execution(request: web.Request) -> web.StreamResponse:
             revision_known=revision_known,
             backfill=backfill,
             poll_url=poll_url,
-            backfill_here=_backfill_here(request.app[SETTINGS]),
+            backfill_here=_backfill_here(request.app),
             notice=NOTICES.get(request.query.get("notice", "")),
         ),
     )
 
 
-def _backfill_here(settings: Settings) -> bool:
-    """True when this process runs backfill workers with Studio API credentials."""
-    return settings.backfill_workers > 0 and find_credentials(settings) is not None
+def _backfill_here(app: web.Application) -> bool:
+    """True when this process runs backfill workers with Studio API credentials (of an
+    account, or an API key set without an Account SID)."""
+    accounts = app[ACCOUNTS].current
+    has_credentials = bool(callable_accounts(accounts)) or accounts.fallback is not None
+    return app[SETTINGS].backfill_workers > 0 and has_credentials
 
 
 def _final(backfill: asyncpg.Record) -> bool:
@@ -179,7 +185,7 @@ async def backfill_now(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="not an execution SID (FN + 32 hex digits)")
     async with request.app[POOL].acquire() as conn:
         request_id = await queries.request_backfill(conn, sid)
-    return backfill_redirect(f"/ui/executions/{sid}", request_id)
+    return backfill_redirect(request, f"/ui/executions/{sid}", request_id)
 
 
 @requires_login
@@ -210,6 +216,7 @@ async def revision(request: web.Request) -> web.StreamResponse:
             definition = await queries.flow_revision(conn, flow_sid, int(number))
         except asyncpg.UndefinedColumnError:
             definition = None
+        await accounts.load(conn, request)
     return aiohttp_jinja2.render_template(
         "revision.html",
         request,
@@ -230,10 +237,16 @@ async def rejected(request: web.Request) -> web.StreamResponse:
     before = int(before_text) if before_text.isdigit() else None
     async with request.app[POOL].acquire() as conn:
         rows = await queries.rejected(conn, before, queries.PAGE_SIZE + 1)
+        await accounts.load(conn, request)
     more = len(rows) > queries.PAGE_SIZE
     rows = rows[: queries.PAGE_SIZE]
     next_url = (
-        str(URL("/ui/rejected").with_query(before=str(rows[-1]["rejected_id"]))) if more else None
+        accounts.with_account(
+            str(URL("/ui/rejected").with_query(before=str(rows[-1]["rejected_id"]))),
+            accounts.selected_account(request),
+        )
+        if more
+        else None
     )
     return aiohttp_jinja2.render_template(
         "rejected.html",

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from sink.accounts.watch import AccountsHolder
 from sink.backfill.service import BackfillService
 from sink.config import Settings
 from sink.db.route import Route
@@ -17,6 +18,7 @@ from sink.web.auth import Session, UiAuth
 from sink.web.health import Health
 
 SETTINGS = web.AppKey("settings", Settings)
+ACCOUNTS = web.AppKey("accounts", AccountsHolder)
 METRICS = web.AppKey("metrics", Metrics)
 POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool")
 DSN = web.AppKey("dsn", str)

@@ -8,10 +8,11 @@ import weakref
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from sink.db import migrate
-from sink.db.pool import DB_ERRORS, NoUsableHost, host_urls, unavailable
+from sink.db.hosts import NoUsableHost, host_urls
+from sink.db.pool import DB_ERRORS, unavailable
 from sink.db.queries import query
 from sink.errors import SchemaBehind
 from sink.web.keys import HEALTH, METRICS, POOL, ROUTE, SETTINGS, WRITER
@@ -45,16 +46,20 @@ async def handle_readyz(request: web.Request) -> web.Response:
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    pool = request.app.get(POOL)
+    update_gauges(request.app)
+    response = web.Response(body=request.app[METRICS].exposition())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+def update_gauges(app: web.Application) -> None:
+    """The gauges read from the app's state: the pool and the writer's queue."""
+    metrics = app[METRICS]
+    pool = app.get(POOL)
     if pool is not None:
         metrics.db_pool_size.set(pool.get_size())
         metrics.db_pool_in_use.set(pool.get_size() - pool.get_idle_size())
-    metrics.pending_events.set(request.app[WRITER].pending_events)
-    body = generate_latest(metrics.registry)
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return response
+    metrics.pending_events.set(app[WRITER].pending_events)
 
 
 async def check_database(app: web.Application) -> bool:

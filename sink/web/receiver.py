@@ -6,91 +6,54 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from sink.accounts.model import Accounts
 from sink.config import Settings
 from sink.errors import CommitTimeout, DatabaseUnavailable, Overloaded, ShuttingDown
 from sink.ingest import redact, signature
-from sink.ingest.cloudevents import Delivery, parse_delivery
+from sink.ingest.cloudevents import Delivery, Event, parse_delivery
 from sink.ingest.store import ItemOutcome
 from sink.maintenance import quarantine
 from sink.metrics import Metrics, type_label
 from sink.twilio import TEST_EVENT_TYPE
-from sink.web.keys import HEALTH, METRICS, POOL, QUARANTINE, REQUEST_ID, SETTINGS, WRITER
+from sink.web.keys import ACCOUNTS, HEALTH, METRICS, POOL, QUARANTINE, REQUEST_ID, SETTINGS, WRITER
 from sink.web.responses import error_response
+from sink.web.verify import account_in_path, check_signature, signed_url
 
 log = logging.getLogger(__name__)
 
 
-class RequestView(Protocol):
-    """What the signature check reads of a request: an aiohttp request, or one kept in
-    quarantine (``sink.maintenance.quarantine.KeptRequest``) and checked again later."""
+@dataclass(slots=True)
+class _Context:
+    """One delivery's view of the accounts (taken once: a reload swaps them whole) and the
+    account it is for: the one its URL names, then the one that signed it."""
 
-    @property
-    def scheme(self) -> str: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def raw_path(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
+    accounts: Accounts
+    account: str | None
 
-
-def signed_url(request: RequestView, settings: Settings) -> str:
-    """The URL Twilio signed: SINK_PUBLIC_URL's origin and path with the query received,
-    or the URL rebuilt from the request (and trusted X-Forwarded-* headers).
-
-    A forwarded host without a port takes X-Forwarded-Port's (proxies configured with
-    nginx's ``$host`` send the name alone); the signature check tries the URL with and
-    without the scheme's default port, so 443 there matches Twilio's port-less URL."""
-    raw_query = urlsplit(request.raw_path).query
-    if settings.public_url:
-        public = urlsplit(settings.public_url)
-        return urlunsplit((public.scheme, public.netloc, public.path, raw_query, ""))
-    scheme = request.scheme
-    host = request.host
-    if settings.trust_forwarded:
-        forwarded = {
-            name: request.headers.get(f"X-Forwarded-{name}", "").split(",")[0].strip()
-            for name in ("Proto", "Host", "Port")
-        }
-        scheme = forwarded["Proto"] or scheme
-        host = forwarded["Host"] or host
-        has_port = host.rsplit("]", 1)[-1].count(":") == 1  # "[::1]:8443", not "[::1]"
-        if forwarded["Port"].isdigit() and not has_port:
-            host = f"{host}:{forwarded['Port']}"
-    return f"{scheme}://{host}{request.raw_path}"
+    def label(self, account: str | None = None) -> str:
+        """The metrics' bounded ``account`` label (a configured label, else "other")."""
+        return self.accounts.metric_label(account or self.account)
 
 
-def check_signature(
-    request: RequestView, body: bytes, settings: Settings
-) -> signature.SignatureCheck:
-    if not settings.verify_signature:
-        return signature.VALID
-    return signature.verify(
-        urls=[signed_url(request, settings)],
-        body=body,
-        signature=request.headers.get(signature.SIGNATURE_HEADER),
-        settings_header=request.headers.get(signature.SETTINGS_HEADER),
-        auth_tokens=settings.auth_tokens(),
-        shared_keys=settings.shared_keys(),
-    )
+def _count(metrics: Metrics, outcome: str, labels: Iterable[tuple[str | None, str]]) -> None:
+    """One counter update per event type, account and delivery, not per event."""
+    for (event_type, account), n in Counter((type_label(t), a) for t, a in labels).items():
+        metrics.events.labels(event_type, outcome, account).inc(n)
 
 
-def _count(metrics: Metrics, outcome: str, types: Iterable[str | None]) -> None:
-    """One counter update per event type and delivery, not per event."""
-    for event_type, n in Counter(type_label(t) for t in types).items():
-        metrics.events.labels(event_type, outcome).inc(n)
+def _event_labels(ctx: _Context, events: Iterable[Event]) -> Iterable[tuple[str, str]]:
+    return ((event.type, ctx.label(event.account_sid)) for event in events)
 
 
-def _count_parsed(metrics: Metrics, delivery: Delivery) -> None:
-    _count(metrics, "received", (event.type for event in delivery.events))
-    _count(metrics, "rejected", (rejection.event_type for rejection in delivery.rejected))
+def _count_parsed(metrics: Metrics, ctx: _Context, delivery: Delivery) -> None:
+    _count(metrics, "received", _event_labels(ctx, delivery.events))
+    rejected = ((rejection.event_type, ctx.label()) for rejection in delivery.rejected)
+    _count(metrics, "rejected", rejected)
 
 
 async def _read_body(request: web.Request, settings: Settings) -> bytes | web.Response:
@@ -120,11 +83,13 @@ async def _read_body(request: web.Request, settings: Settings) -> bytes | web.Re
 
 
 async def handle_events(request: web.Request) -> web.StreamResponse:
+    """``POST /events`` and ``POST /events/{account_sid}``."""
     started = time.perf_counter()
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
-    response = await _handle(request, settings, metrics, started)
-    metrics.deliveries.labels(str(response.status)).inc()
+    ctx = _Context(request.app[ACCOUNTS].current, account_in_path(request.raw_path))
+    response = await _handle(request, settings, metrics, ctx, started)
+    metrics.deliveries.labels(str(response.status), ctx.label()).inc()
     metrics.delivery_seconds.observe(time.perf_counter() - started)
     return response
 
@@ -139,19 +104,20 @@ class _Stored:
 
 
 async def _handle(
-    request: web.Request, settings: Settings, metrics: Metrics, started: float
+    request: web.Request, settings: Settings, metrics: Metrics, ctx: _Context, started: float
 ) -> web.StreamResponse:
     """refuse → read and verify → store → answer; each step may answer early."""
     refusal = _refuse(request, settings)
     if refusal is not None:
         return refusal
-    body = await _read_and_verify(request, settings, metrics, started)
-    if isinstance(body, web.Response):
-        return body
-    stored = await _store(request, settings, metrics, body, started)
+    verified = await _read_and_verify(request, settings, metrics, ctx, started)
+    if isinstance(verified, web.Response):
+        return verified
+    body, check = verified
+    stored = await _store(request, settings, metrics, ctx, body, check.account, started)
     if isinstance(stored, web.Response):
         return stored
-    return _answer(metrics, stored)
+    return _answer(metrics, ctx, stored)
 
 
 def _refuse(request: web.Request, settings: Settings) -> web.Response | None:
@@ -177,16 +143,18 @@ def _refuse(request: web.Request, settings: Settings) -> web.Response | None:
 
 
 async def _read_and_verify(
-    request: web.Request, settings: Settings, metrics: Metrics, started: float
-) -> bytes | web.Response:
-    """The body (413 or 503 when it is too large or too slow), its signature checked (401)."""
+    request: web.Request, settings: Settings, metrics: Metrics, ctx: _Context, started: float
+) -> tuple[bytes, signature.SignatureCheck] | web.Response:
+    """The body (413 or 503 when it is too large or too slow), its signature checked (401)
+    against the tokens of the account the URL names, or of every account."""
     body = await _read_body(request, settings)
     if isinstance(body, web.Response):
         return body
-    check = check_signature(request, body, settings)
+    check = check_signature(request, body, settings, ctx.accounts)
     if not check.ok:
         return await _refuse_signature(request, settings, metrics, check, body, started)
-    return body
+    ctx.account = check.account or ctx.account
+    return body, check
 
 
 async def _refuse_signature(
@@ -209,10 +177,7 @@ async def _refuse_signature(
         outcome,
         extra={"reason": reason, "quarantine": outcome},
     )
-    fix = (
-        "Check that SINK_TWILIO_AUTH_TOKEN holds this account's Auth Token and that"
-        " SINK_PUBLIC_URL is the exact URL configured in Twilio."
-    )
+    fix = _signature_fix(check, account_in_path(request.raw_path))
     if outcome in quarantine.RETRY_LATER:
         return error_response(
             503,
@@ -230,6 +195,23 @@ async def _refuse_signature(
         f"{check.explanation}. {fix}",
         reason=reason,
         quarantined=outcome == quarantine.KEPT,
+    )
+
+
+def _signature_fix(check: signature.SignatureCheck, sid: str | None) -> str:
+    """What to do about a refused signature, for the account the URL names if any."""
+    if check.reason == "unknown_account":
+        return "Until it is, every delivery to this URL is refused."
+    if sid is None:
+        return (
+            "Check that SINK_TWILIO_AUTH_TOKEN (or auth_tokens in SINK_ACCOUNTS_FILE) holds"
+            " this account's Auth Token and that SINK_PUBLIC_URL is the exact URL configured"
+            " in Twilio."
+        )
+    return (
+        f"Check that auth_tokens of [accounts.{sid}] in SINK_ACCOUNTS_FILE hold this"
+        " account's Auth Token and that SINK_PUBLIC_URL is the exact URL configured in"
+        f" Twilio without /{sid} (the sink adds it)."
     )
 
 
@@ -254,11 +236,19 @@ async def _quarantine(
 
 
 async def _store(
-    request: web.Request, settings: Settings, metrics: Metrics, body: bytes, started: float
+    request: web.Request,
+    settings: Settings,
+    metrics: Metrics,
+    ctx: _Context,
+    body: bytes,
+    signer: str | None,
+    started: float,
 ) -> _Stored | web.Response:
-    """Parse, submit to the group-commit writer, and wait for the commit within the budget."""
-    delivery = redact.policy(settings).delivery(parse_delivery(request.headers, body))
-    _count_parsed(metrics, delivery)
+    """Parse (checking the events against the account that signed them), submit to the
+    group-commit writer, and wait for the commit within the budget."""
+    parsed = parse_delivery(request.headers, body, account=signer)
+    delivery = redact.policy(settings).delivery(parsed)
+    _count_parsed(metrics, ctx, delivery)
     request_id = request[REQUEST_ID]
     future = _submit(request, request_id, delivery)
     if isinstance(future, web.Response):
@@ -299,9 +289,9 @@ async def _await_commit(
         return error_response(503, "database_unavailable", str(exc), retry_after=2)
 
 
-def _answer(metrics: Metrics, stored: _Stored) -> web.Response:
+def _answer(metrics: Metrics, ctx: _Context, stored: _Stored) -> web.Response:
     """Count what was stored, then 400 for a fatal delivery or 200 with the counts."""
-    _count_stored(metrics, stored.delivery, stored.outcome)
+    _count_stored(metrics, ctx, stored.delivery, stored.outcome)
     if stored.delivery.fatal:
         return _refuse_fatal(stored)
     delivery, outcome = stored.delivery, stored.outcome
@@ -316,14 +306,22 @@ def _answer(metrics: Metrics, stored: _Stored) -> web.Response:
     )
 
 
-def _count_stored(metrics: Metrics, delivery: Delivery, outcome: ItemOutcome) -> None:
+def _count_stored(
+    metrics: Metrics, ctx: _Context, delivery: Delivery, outcome: ItemOutcome
+) -> None:
     """Metrics for the events stored and the duplicates; a log line for Twilio's test event."""
-    _count(metrics, "stored", (event.type for event in outcome.new_events))
-    if any(event.type == TEST_EVENT_TYPE for event in outcome.new_events):
-        log.info("Event Streams sink test event received: Twilio reaches this sink")
+    _count(metrics, "stored", _event_labels(ctx, outcome.new_events))
+    for event in outcome.new_events:
+        if event.type == TEST_EVENT_TYPE:
+            log.info(
+                "Event Streams sink test event received: Twilio reaches this sink (account %s)",
+                event.account_sid or "not known",
+                extra={"account_sid": event.account_sid, "event_id": event.event_id},
+            )
     if outcome.duplicates:
         new = {id(event) for event in outcome.new_events}
-        _count(metrics, "duplicate", (e.type for e in delivery.events if id(e) not in new))
+        repeated = (e for e in delivery.events if id(e) not in new)
+        _count(metrics, "duplicate", _event_labels(ctx, repeated))
 
 
 def _refuse_fatal(stored: _Stored) -> web.Response:

@@ -31,7 +31,7 @@ SET state = 'running', attempts = i.attempts + 1, locked_by = $1,
 FROM next
 WHERE i.item_id = next.item_id
 RETURNING i.item_id, i.request_id, i.kind, i.flow_sid, i.execution_sid, i.since, i.until,
-          i.listed, i.attempts;
+          i.listed, i.attempts, i.account_sid;
 
 -- name: extend_leases
 -- Renews by $2 seconds the leases of running items held by tokens $1, so no one else claims them.
@@ -52,27 +52,15 @@ SET state = 'queued', reason = $3, not_before = now() + $4 * interval '1 second'
     attempts = attempts - CASE WHEN $5 THEN 1 ELSE 0 END, locked_by = NULL, locked_until = NULL
 WHERE item_id = $1 AND locked_by = $2;
 
--- name: fail_request
--- Fails every open item of request $1 with reason $2, recorded on the request; returns how many.
-WITH failed AS (
-    UPDATE sink.backfill_items
-    SET state = 'failed', reason = $2, finished_at = now(), locked_by = NULL, locked_until = NULL
-    WHERE request_id = $1 AND state IN ('queued', 'running')
-    RETURNING 1
-), request AS (
-    UPDATE sink.backfill_requests SET error = $2 WHERE request_id = $1
-)
-SELECT count(*)::integer FROM failed;
-
 -- name: request_progress
 -- A request's status and item counts, as the consumer view studio.backfill_requests shows them.
 SELECT * FROM studio.backfill_requests WHERE request_id = $1;
 
 -- name: request_failures
--- Up to $2 failed or gone items of request $1 in queue order: each one's SID, state and reason.
-SELECT coalesce(execution_sid, flow_sid) AS sid, state, reason
+-- Up to $2 failed, gone or waiting items of request $1 in queue order: each one's SID, state and reason.
+SELECT coalesce(execution_sid, flow_sid, account_sid) AS sid, state, reason
 FROM sink.backfill_items
-WHERE request_id = $1 AND state IN ('failed', 'gone')
+WHERE request_id = $1 AND state IN ('failed', 'gone', 'waiting_for_credentials')
 ORDER BY item_id
 LIMIT $2;
 

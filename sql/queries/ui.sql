@@ -11,12 +11,16 @@ ORDER BY 1;
 -- When the last delivery arrived (NULL when none has).
 SELECT max(received_at) FROM studio.deliveries;
 
--- name: ui_last_test_event
--- The latest event of type $1 (the Event Streams test event): arrival, time and data.
-SELECT received_at, time, data FROM studio.events
-WHERE type = $1
-ORDER BY received_at DESC
-LIMIT 1;
+-- name: ui_test_events_per_account
+-- The latest Event Streams test event (type $1) of each account, or of account $2 alone: its account is data.account_sid, else the event id (Twilio's id is the Account SID).
+SELECT DISTINCT ON (t.account_sid) t.account_sid, t.received_at, t.time, t.test_id
+FROM (SELECT coalesce(data ->> 'account_sid',
+                      CASE WHEN event_id ~ '^AC[0-9a-fA-F]{32}$' THEN event_id END) AS account_sid,
+             received_at, time, data ->> 'test_id' AS test_id
+      FROM studio.events
+      WHERE type = $1) t
+WHERE $2::text IS NULL OR t.account_sid = $2
+ORDER BY t.account_sid, t.received_at DESC
 
 -- name: ui_rejected_last_day
 -- How many events were rejected in the last 24 hours.
@@ -35,22 +39,30 @@ SELECT to_regclass($1) IS NOT NULL;
 SELECT to_regprocedure($1) IS NOT NULL;
 
 -- name: ui_backfill_summary
--- Backfill requests and their item counts, summed per status, for the overview.
+-- Backfill requests and their item counts, summed per status, for the overview; of account $1 only unless NULL.
 SELECT status, count(*) AS requests, coalesce(sum(items_total), 0) AS items_total,
        coalesce(sum(items_done), 0) AS items_done,
        coalesce(sum(items_failed), 0) AS items_failed,
        coalesce(sum(items_gone), 0) AS items_gone
-FROM studio.backfill_requests
+FROM studio.backfill_requests r
+WHERE $1::text IS NULL OR r.account_sid = $1
+   OR EXISTS (SELECT 1 FROM studio.backfill_items i
+              JOIN studio.executions e ON e.execution_sid = i.execution_sid
+              WHERE i.request_id = r.request_id AND e.account_sid = $1)
 GROUP BY status
-ORDER BY status;
+ORDER BY status
 
 -- name: ui_backfill_recent
--- The five newest backfill requests and their progress, for the overview.
+-- The five newest backfill requests and their progress, for the overview; of account $1 only unless NULL.
 SELECT request_id, kind, flow_sid, status, items_total, items_done, items_failed, items_gone,
        created_at, finished_at, requested_by
-FROM studio.backfill_requests
+FROM studio.backfill_requests r
+WHERE $1::text IS NULL OR r.account_sid = $1
+   OR EXISTS (SELECT 1 FROM studio.backfill_items i
+              JOIN studio.executions e ON e.execution_sid = i.execution_sid
+              WHERE i.request_id = r.request_id AND e.account_sid = $1)
 ORDER BY created_at DESC
-LIMIT 5;
+LIMIT 5
 
 -- name: ui_backfill_request
 -- One backfill request's status and progress, polled while it runs.
@@ -105,3 +117,22 @@ WHERE rejected_id < $1
 ORDER BY rejected_id DESC
 LIMIT $2;
 
+-- name: ui_accounts
+-- The accounts of the selector (studio.accounts): configured ones first, by label.
+SELECT account_sid, label, configured, credentials_status, credentials_checked_at
+FROM studio.accounts
+ORDER BY configured DESC, label, account_sid
+
+-- name: ui_account_flows
+-- The flows of account $1: each flow seen in executions (an index skip scan), with the account of one of its executions.
+WITH RECURSIVE f AS (
+    (SELECT flow_sid FROM studio.executions ORDER BY flow_sid LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.flow_sid FROM studio.executions e WHERE e.flow_sid > f.flow_sid
+            ORDER BY e.flow_sid LIMIT 1)
+    FROM f WHERE f.flow_sid IS NOT NULL
+)
+SELECT f.flow_sid FROM f
+WHERE f.flow_sid IS NOT NULL
+  AND (SELECT e.account_sid FROM studio.executions e
+       WHERE e.flow_sid = f.flow_sid AND e.account_sid IS NOT NULL LIMIT 1) = $1

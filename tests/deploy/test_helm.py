@@ -41,6 +41,12 @@ AUTH_TOKENS = ["fake-primary-auth-token-5b1e0c", "fake-secondary-auth-token-9d4f
 API_KEY_SID = "SKfake0api0key0sid0000000000003c7d"
 API_KEY_SECRET = "fake-api-key-secret-a71f03"
 ADMIN_TOKEN = "fake-admin-token-e8a2d6"
+ACCOUNTS_TOKEN = "fake-accounts-file-token-2b7e41"
+ACCOUNTS_TOML = (
+    "[accounts.AC0123456789abcdef0123456789abcdef]\n"
+    'label = "acme-prod"\n'
+    f'auth_tokens = ["{ACCOUNTS_TOKEN}"]\n'
+)
 
 MINIMAL_VALUES: dict[str, Any] = {"database": {"url": DB_URL}}
 CHART_SECRETS_VALUES: dict[str, Any] = {
@@ -57,9 +63,22 @@ GLOBAL_SECRET_VALUES: dict[str, Any] = {
     "existingSecret": "sink-credentials",
     "maintainCronJob": {"enabled": True},
 }
-FAKE_SECRETS = [DB_URL, *AUTH_TOKENS, API_KEY_SID, API_KEY_SECRET, ADMIN_TOKEN]
+ACCOUNTS_FILE_VALUES: dict[str, Any] = {
+    "database": {"url": DB_URL},
+    "accountsFile": {"value": ACCOUNTS_TOML},
+    "maintainCronJob": {"enabled": True},
+}
+FAKE_SECRETS = [
+    DB_URL,
+    *AUTH_TOKENS,
+    API_KEY_SID,
+    API_KEY_SECRET,
+    ADMIN_TOKEN,
+    ACCOUNTS_TOKEN,
+    ACCOUNTS_TOML,
+]
 
-POD_KINDS = ("Deployment", "Job", "CronJob")
+POD_KINDS = ("Deployment", "Job", "CronJob", "Pod")
 METRICS = (
     "sink_deliveries_total",
     "sink_events_total",
@@ -90,6 +109,7 @@ SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "minimal": lambda: MINIMAL_VALUES,
     "chart-secrets": lambda: CHART_SECRETS_VALUES,
     "global-existing-secret": lambda: GLOBAL_SECRET_VALUES,
+    "accounts-file": lambda: ACCOUNTS_FILE_VALUES,
     "full": full_values,
 }
 
@@ -130,13 +150,14 @@ def render(values: dict[str, Any]) -> Rendered:
 
 
 def pod_specs(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(kind/name, pod spec) of every workload."""
+    """(kind/name, pod spec) of every workload, the `helm test` Pod included."""
     for kind in POD_KINDS:
         for obj in rendered.of_kind(kind):
             spec = obj["spec"]
             if kind == "CronJob":
                 spec = spec["jobTemplate"]["spec"]
-            yield f"{kind}/{obj['metadata']['name']}", spec["template"]["spec"]
+            pod = spec if kind == "Pod" else spec["template"]["spec"]
+            yield f"{kind}/{obj['metadata']['name']}", pod
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -220,6 +241,10 @@ BAD_VALUES = {
     "database url not postgres": {"database": {"url": "mysql://x"}},
     "secret in the ConfigMap": {"config": {"extra": {"SINK_ADMIN_TOKEN": ADMIN_TOKEN}}},
     "lower-case env name": {"config": {"extra": {"sink_x": "1"}}},
+    "accounts file relative mountPath": {"accountsFile": {"mountPath": "etc/accounts"}},
+    "accounts file unknown key": {"accountsFile": {"path": "/etc/accounts.toml"}},
+    "accounts file not a string": {"accountsFile": {"value": {"accounts": {}}}},
+    "helmTest enabled string": {"helmTest": {"enabled": "yes"}},
 }
 
 
@@ -577,4 +602,108 @@ def test_service_monitor_scrapes_metrics(full: Rendered) -> None:
 
 def test_optional_objects_are_off_by_default() -> None:
     kinds = {obj["kind"] for _, obj in render(MINIMAL_VALUES).objects}
-    assert kinds == {"ConfigMap", "Deployment", "Job", "Secret", "Service", "ServiceAccount"}
+    # The Pod is the `helm test` hook: only `helm test` creates it.
+    assert kinds == {
+        "ConfigMap",
+        "Deployment",
+        "Job",
+        "Pod",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+    }
+
+
+# --- `helm test` and the accounts file --------------------------------------------------
+
+
+def server_container(rendered: Rendered) -> dict[str, Any]:
+    container: dict[str, Any] = rendered.one("Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    return container
+
+
+def test_the_helm_test_hook_runs_doctor_with_the_servers_settings(rendered: Rendered) -> None:
+    pod = rendered.one("Pod", "-doctor")
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "test"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["doctor"]
+    server = server_container(rendered)
+    # The same settings, secrets and mounts as the server: doctor checks what it runs with.
+    assert container["envFrom"] == server["envFrom"]
+    assert container["env"] == server["env"]
+    assert container["volumeMounts"] == server["volumeMounts"]
+    server_spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["spec"]["volumes"] == server_spec["volumes"]
+    assert pod["spec"]["serviceAccountName"] == server_spec["serviceAccountName"]
+    # Only the server pods receive webhook traffic.
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "doctor"
+
+
+def test_the_helm_test_hook_can_be_disabled() -> None:
+    assert f"helm test {RELEASE} --namespace {NAMESPACE} --logs" in render(MINIMAL_VALUES).notes
+    rendered = render({**MINIMAL_VALUES, "helmTest": {"enabled": False}})
+    assert rendered.of_kind("Pod") == []
+    assert "helm test" not in rendered.notes
+
+
+def accounts_mount(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(the accounts volume, its mount, SINK_ACCOUNTS_FILE) of a pod spec."""
+    (container,) = spec["containers"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "accounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "accounts"]
+    return volume, mount, env_of(container)["SINK_ACCOUNTS_FILE"]["value"]
+
+
+def test_an_inline_accounts_file_is_a_secret_mounted_as_a_file() -> None:
+    rendered = render(ACCOUNTS_FILE_VALUES)
+    secret = rendered.one("Secret", "-accounts")
+    assert base64.b64decode(secret["data"]["accounts.toml"]).decode() == ACCOUNTS_TOML
+    specs = dict(pod_specs(rendered))
+    for name, spec in specs.items():
+        if name.startswith("Job/"):
+            # the migration needs no account
+            assert all(v["name"] != "accounts" for v in spec["volumes"]), name
+            continue
+        volume, mount, path = accounts_mount(spec)
+        assert volume["secret"] == {
+            "secretName": secret["metadata"]["name"],
+            "items": [{"key": "accounts.toml", "path": "accounts.toml"}],
+        }, name
+        # A directory, not a subPath: Kubernetes updates it in place and the sink reloads.
+        assert "subPath" not in mount and mount["readOnly"] is True, name
+        assert (
+            path
+            == f"{mount['mountPath']}/accounts.toml"
+            == ("/etc/studio-sink/accounts/accounts.toml")
+        ), name
+    assert {name.split("/")[0] for name in specs} == {"Deployment", "Job", "CronJob", "Pod"}
+
+
+def test_a_change_of_the_accounts_file_does_not_restart_the_pods() -> None:
+    changed = {**ACCOUNTS_FILE_VALUES, "accountsFile": {"value": ACCOUNTS_TOML + "\n# next\n"}}
+    before = render(ACCOUNTS_FILE_VALUES).one("Deployment")["spec"]["template"]["metadata"]
+    after = render(changed).one("Deployment")["spec"]["template"]["metadata"]
+    assert before["annotations"] == after["annotations"]
+
+
+def test_an_existing_accounts_secret_is_mounted_not_created(full: Rendered) -> None:
+    assert all(not s["metadata"]["name"].endswith("-accounts") for s in full.of_kind("Secret"))
+    volume, mount, path = accounts_mount(full.one("Deployment")["spec"]["template"]["spec"])
+    assert volume["secret"] == {
+        "secretName": "studio-sink-accounts",
+        "items": [{"key": "accounts", "path": "accounts.toml"}],
+    }
+    assert mount["mountPath"] == "/etc/sink/accounts"
+    assert path == "/etc/sink/accounts/accounts.toml"
+
+
+def test_no_accounts_file_by_default() -> None:
+    rendered = render(MINIMAL_VALUES)
+    for name, spec in pod_specs(rendered):
+        assert all(v["name"] != "accounts" for v in spec["volumes"]), name
+        assert "SINK_ACCOUNTS_FILE" not in env_of(spec["containers"][0]), name

@@ -16,6 +16,12 @@ oldest first. As in the spec's examples, the execution and step resources carry
 
 Route names double as endpoint labels in ``fake.log``: flows, flow, revisions,
 flow_revision, executions, execution, execution_context, steps, step, step_context.
+
+Credentials are per account: a request is answered only with credentials some account
+accepts right now (else 401, Twilio's 20003), and a resource (a flow, its revisions,
+executions and steps) only to its own account; valid credentials of another account get
+401 as well, recorded as ``wrong_account`` in the log. ``GET /v2/Flows`` lists the caller's
+flows only.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from .studio_data import (
 __all__ = ["FAKE_STUDIO", "FakeStudio", "create_app"]
 
 FAKE_STUDIO = web.AppKey("fake_studio", FakeStudio)
+CALLER = web.RequestKey("fake_studio_caller", str)  # the account the credentials authenticate
 T = TypeVar("T")
 Handler = Callable[[web.Request], Any]
 
@@ -94,14 +101,24 @@ def _not_found(request: web.Request) -> web.Response:
     return twilio_error(404, f"The requested resource {request.path} was not found")
 
 
-def _authorized(request: web.Request, fake: FakeStudio) -> bool:
+def _caller(request: web.Request, fake: FakeStudio) -> tuple[str | None, str | None]:
+    """(the account the credentials authenticate or None, the basic-auth username)."""
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
     try:
         decoded = base64.b64decode(encoded, validate=True).decode()
     except ValueError:
-        return False
+        return None, None
     username, _, password = decoded.partition(":")
-    return scheme.lower() == "basic" and (username, password) == fake.credentials
+    if scheme.lower() != "basic":
+        return None, username
+    return fake.account_of(username, password), username
+
+
+def _owner(request: web.Request, fake: FakeStudio) -> str | None:
+    """The account of the flow the path names (None: no flow, or one nobody has)."""
+    flow_sid = request.match_info.get("FlowSid", request.match_info.get("Sid"))
+    flow = fake.flows.get(flow_sid) if flow_sid is not None else None
+    return flow.account_sid if flow is not None else None
 
 
 @web.middleware
@@ -113,10 +130,12 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         endpoint, request.method, request.path, request.query_string, time.monotonic()
     )
     fake.log.append(record)
+    if fake.on_request is not None:
+        fake.on_request(record)  # e.g. Twilio promotes a new token at this very moment
     fake.in_flight += 1
     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
     try:
-        response = await _answer(request, handler, fake, endpoint)
+        response = await _answer(request, handler, fake, endpoint, record)
     finally:
         fake.in_flight -= 1
         record.finished = time.monotonic()
@@ -125,12 +144,23 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def _answer(
-    request: web.Request, handler: Handler, fake: FakeStudio, endpoint: str | None
+    request: web.Request,
+    handler: Handler,
+    fake: FakeStudio,
+    endpoint: str | None,
+    record: RequestRecord,
 ) -> web.StreamResponse:
     if fake.latency:
         await asyncio.sleep(fake.latency)
-    if not _authorized(request, fake):
+    account, username = _caller(request, fake)
+    record.account_sid, record.username = account, username
+    if account is None:
         return twilio_error(401, headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+    owner = _owner(request, fake)
+    if owner is not None and owner != account:
+        record.wrong_account = True
+        return twilio_error(401, headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+    request[CALLER] = account
     if endpoint is None:
         return _not_found(request)
     fault = fake.take_fault(endpoint)
@@ -304,9 +334,8 @@ def _find_step(request: web.Request) -> Step | None:
 
 async def _list_flows(request: web.Request) -> web.Response:
     base = _base(request)
-    return _page(
-        request, "flows", list(_fake(request).flows.values()), lambda f: flow_json(f, base)
-    )
+    mine = [f for f in _fake(request).flows.values() if f.account_sid == request[CALLER]]
+    return _page(request, "flows", mine, lambda f: flow_json(f, base))
 
 
 async def _flow(request: web.Request) -> web.Response:

@@ -4,12 +4,18 @@ Plain Python, no aiohttp: ``tests/fakes/studio_api.py`` serves it. Resource fiel
 follow ``shared/specs/twilio_studio_v2.yaml``; ``legacy_shape=True`` serves the seed
 spec's (v1.27.0) shape instead (no initiated_by/flow_version/contact_sid on
 executions, no parent_step_sid/type on steps).
+
+Several Twilio accounts: the fake starts with one (``account_sid``, ``credentials``);
+``add_account`` adds more. Each account accepts its own credentials (``accept`` changes
+them: a token rotation, a revoked key), and each flow (with its executions and steps)
+belongs to one account: only that account's credentials are served it.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -107,14 +113,26 @@ class RequestRecord:
     started: float  # time.monotonic()
     finished: float = 0.0
     status: int = 0
+    account_sid: str | None = None  # whose credentials the request carried; None: nobody's
+    username: str | None = None  # the basic-auth user it carried (an SID, never a secret)
+    wrong_account: bool = False  # valid credentials of an account the resource is not of
+
+
+@dataclass
+class Account:
+    """One Twilio account of the fake: the basic-auth pairs it accepts right now."""
+
+    sid: str
+    accepted: set[tuple[str, str]] = field(default_factory=set)
 
 
 class FakeStudio:
     """A Twilio account's Studio data plus the knobs tests turn.
 
     Knobs: ``latency`` (seconds per request), ``inject(status, count, ...)``,
-    ``mark_gone(sid)`` / ``expire_execution(sid)``, ``credentials`` (what the fake
-    accepts). Counters: ``log`` (one ``RequestRecord`` per request), ``max_in_flight``,
+    ``mark_gone(sid)`` / ``expire_execution(sid)``, ``credentials`` (what the first
+    account accepts), ``add_account`` and ``accept`` (several accounts, rotations).
+    Counters: ``log`` (one ``RequestRecord`` per request), ``max_in_flight``,
     ``count(...)``, ``max_in_window(...)``.
     """
 
@@ -125,10 +143,12 @@ class FakeStudio:
         username: str | None = None,
         password: str = "fake-auth-token",
         legacy_shape: bool = False,
+        account_sid: str | None = None,
     ) -> None:
         self._random = random.Random(seed)
-        self.account_sid = self.new_sid("AC")
-        self.credentials = (username or self.account_sid, password)
+        self.account_sid = account_sid or self.new_sid("AC")
+        self.accounts: dict[str, Account] = {}
+        self.add_account(self.account_sid, (username or self.account_sid, password))
         self.legacy_shape = legacy_shape
         self.flows: dict[str, Flow] = {}
         self.executions: dict[str, Execution] = {}
@@ -139,6 +159,36 @@ class FakeStudio:
         self.log: list[RequestRecord] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.on_request: Callable[[RequestRecord], None] | None = None  # before it is answered
+
+    # -- accounts ----------------------------------------------------------------
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """A pair the first account accepts (the only one unless ``accept`` gave more)."""
+        return min(self.accounts[self.account_sid].accepted)
+
+    @credentials.setter
+    def credentials(self, pair: tuple[str, str]) -> None:
+        self.accept(self.account_sid, pair)
+
+    def add_account(self, sid: str | None = None, *pairs: tuple[str, str]) -> Account:
+        """A further account accepting ``pairs`` (username, password) for its resources."""
+        account = Account(sid or self.new_sid("AC"), set(pairs))
+        self.accounts[account.sid] = account
+        return account
+
+    def accept(self, account_sid: str, *pairs: tuple[str, str]) -> None:
+        """From now on the account accepts exactly ``pairs``, as Twilio does after a token
+        is created (old and new), promoted (the new alone) or a key revoked."""
+        self.accounts[account_sid].accepted = set(pairs)
+
+    def account_of(self, username: str, password: str) -> str | None:
+        """The account those credentials authenticate, if any."""
+        for account in self.accounts.values():
+            if (username, password) in account.accepted:
+                return account.sid
+        return None
 
     # -- data --------------------------------------------------------------------
 
@@ -152,8 +202,10 @@ class FakeStudio:
         definition: dict[str, Any] | None = None,
         status: str = "published",
         date_created: datetime = EPOCH,
+        account_sid: str | None = None,
     ) -> Flow:
-        flow = Flow(self.new_sid("FW"), self.account_sid, self.new_sid("US"), [])
+        account = account_sid or self.account_sid
+        flow = Flow(self.new_sid("FW"), account, self.new_sid("US"), [])
         self.flows[flow.sid] = flow
         self.add_revision(flow, definition, status=status, friendly_name=friendly_name)
         flow.revisions[0].date_created = _second(date_created)
@@ -192,7 +244,7 @@ class FakeStudio:
         created = _second(date_created)
         execution = Execution(
             sid=sid or self.new_sid("FN"),
-            account_sid=self.account_sid,
+            account_sid=flow.account_sid,
             flow_sid=flow.sid,
             contact_channel_address=contact_channel_address,
             status=status,
@@ -221,7 +273,7 @@ class FakeStudio:
         created = _second(date_created or execution.date_created + timedelta(seconds=1))
         step = Step(
             sid=self.new_sid("FT"),
-            account_sid=self.account_sid,
+            account_sid=execution.account_sid,
             flow_sid=execution.flow_sid,
             execution_sid=execution.sid,
             name=name,
@@ -297,13 +349,27 @@ class FakeStudio:
 
     # -- counters ----------------------------------------------------------------
 
-    def count(self, endpoint: str | None = None, status: int | None = None) -> int:
+    def count(
+        self,
+        endpoint: str | None = None,
+        status: int | None = None,
+        *,
+        account_sid: str | None = None,
+        username: str | None = None,
+    ) -> int:
         return sum(
             1
             for r in self.log
             if (endpoint is None or r.endpoint == endpoint)
             and (status is None or r.status == status)
+            and (account_sid is None or r.account_sid == account_sid)
+            and (username is None or r.username == username)
         )
+
+    def wrong_account_calls(self) -> int:
+        """Requests refused (401) because valid credentials of one account asked for
+        another account's resource: what a sink calling with the right account never does."""
+        return sum(1 for r in self.log if r.wrong_account)
 
     def max_in_window(self, seconds: float = 1.0, endpoint: str | None = None) -> int:
         """Most requests that arrived within any ``seconds``-long window."""

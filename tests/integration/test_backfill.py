@@ -297,12 +297,13 @@ async def test_backfill_racing_events_gives_no_duplicates(
     assert [tuple(r) for r in statuses] == [("ended", "FLOW_END")]
 
 
-async def test_refused_credentials_fail_the_request_at_once(
+async def test_refused_credentials_park_the_items_until_credentials_work(
     database_url: str,
     sink: Sink,
     fake: FakeStudio,
     studio_url: str,
     pool: asyncpg.Pool[Any],
+    conn: asyncpg.Connection[Any],
 ) -> None:
     executions = fake.populate(executions=3, steps=1)
     for e in executions:
@@ -310,9 +311,18 @@ async def test_refused_credentials_fail_the_request_at_once(
     wrong = StudioClient(studio_url, StudioCredentials(API_KEY, "wrong"), backoff_base=0.001)
     async with wrong:
         summary = await backfill(pool, wrong, execution_sids=[e.sid for e in executions], workers=1)
-    assert summary.items_failed == 3 and summary.error is not None
-    assert "refused the credentials" in summary.error and "wrong" not in summary.error
-    assert fake.count(status=401) == 2  # the first item's two calls end it
+    assert (summary.items_waiting, summary.items_failed, summary.error) == (3, 0, None)
+    assert summary.status == "waiting_for_credentials" and summary.finished_at is None
+    reasons = [reason or "" for _, _, reason in summary.failures]
+    assert all("refused the credentials" in r and "wrong" not in r for r in reasons)
+    assert fake.count(status=401) == 2  # the first item's two calls; the others were parked
+    attempts = await conn.fetch("SELECT state, attempts FROM studio.backfill_items")
+    assert {tuple(r) for r in attempts} == {("waiting_for_credentials", 0)}
+
+    async with client_for(fake, studio_url) as right:  # the credentials work again
+        summary = await run_foreground(pool, right, summary.request_id, max_attempts=3)
+    assert (summary.items_done, summary.items_waiting, summary.status) == (3, 0, "finished")
+    assert await contexts(conn) == expected_contexts(executions)
 
 
 async def test_unknown_execution_and_bad_sids(

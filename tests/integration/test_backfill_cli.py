@@ -94,11 +94,16 @@ async def test_missing_reports_gone_and_failures(
     assert await run_cli("--missing", "--quiet") == 0  # nothing left; gone is not retried
     assert "0 items" in capsys.readouterr().out
 
-    fake.credentials = (API_KEY, "rotated")
-    status = await conn.fetchval("SELECT studio.request_backfill($1)", executions[1].sid)
-    assert await run_cli("--request", str(status), "--quiet") == 1
+    fake.credentials = (API_KEY, "rotated")  # Twilio no longer takes the configured secret
+    rid = await conn.fetchval("SELECT studio.request_backfill($1)", executions[1].sid)
+    assert await run_cli("--request", str(rid), "--quiet") == 1
     out, _ = capsys.readouterr()
-    assert "1 failed" in out and "refused the credentials" in out and SECRET not in out
+    assert "0 failed, 1 waiting for credentials" in out and f"--request {rid}" in out
+    assert f"waiting_for_credentials {executions[1].sid}: " in out
+    assert "refused the credentials" in out and SECRET not in out
+    fake.credentials = (API_KEY, SECRET)  # fixed: the waiting item proceeds
+    assert await run_cli("--request", str(rid), "--quiet") == 0
+    assert "1 items, 1 done, 0 gone (404: expired), 0 failed\n" in capsys.readouterr().out
 
 
 async def test_bad_arguments_and_missing_credentials(

@@ -18,8 +18,9 @@ import pytest
 
 from sink.backfill import item as item_module
 from sink.backfill import queue as q
+from sink.backfill.accounts import AccountClients
 from sink.backfill.ratelimit import RateLimitPaused, SharedRateLimiter
-from sink.backfill.runner import make_client, run_foreground
+from sink.backfill.runner import run_foreground
 from sink.config import Settings
 from sink.db.route import create_route_pool, route_for
 from tests.conftest import Sink
@@ -191,7 +192,7 @@ async def test_a_long_retry_after_hands_items_back_without_counting_an_attempt(
     fake.inject(429, 2, retry_after=retry_after, endpoint="execution_context")
     rid = await q.enqueue(conn, "executions", "cli", execution_sids=[e.sid for e in executions])
     settings = sink_settings(database_url, studio_url, backfill_max_retry_after=max_retry_after)
-    client = make_client(settings)
+    client = AccountClients.from_settings(settings)
     started = time.monotonic()
     run = asyncio.create_task(run_foreground(pool, client, rid, workers=2, max_attempts=1))
     try:

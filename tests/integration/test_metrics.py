@@ -34,6 +34,8 @@ async def test_metrics_count_deliveries_events_and_failures(sink: Sink) -> None:
     text = await response.text()
     assert sample(text, "sink_deliveries_total", status="200") == 2
     assert sample(text, "sink_deliveries_total", status="401") == 1
+    # a token set without an Account SID names no account: the bounded "other"
+    assert sample(text, "sink_deliveries_total", status="200", account="other") == 2
     assert (
         sample(
             text, "sink_events_total", type="com.twilio.studio.flow.step.ended", outcome="stored"

@@ -52,7 +52,12 @@ async def test_example_delivery_lands_in_typed_tables(
     test = await conn.fetchrow(
         "SELECT * FROM studio.events WHERE type = 'com.twilio.eventstreams.test-event'"
     )
-    assert json.loads(test["data"]) == {"test_id": "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"}
+    # Twilio's test event: its id is the Account SID for every test, so it is stored under
+    # <id>/<test_id>, and its data gains that account (it came with test_id alone)
+    test_id = "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+    account = "AC0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    assert json.loads(test["data"]) == {"test_id": test_id, "account_sid": account}
+    assert test["event_id"] == f"{account}/{test_id}"
     assert test["source"] == "Sink"
 
 

@@ -265,7 +265,7 @@ async def test_admin_token_is_accepted_in_the_header(
         "DELETE FROM studio.events",
         "UPDATE studio.executions SET status = 'ended'",
         "INSERT INTO studio.rejected_events (reason, detail, raw) VALUES ('r', 'd', 'x')",
-        "SELECT count(*) FROM sink.event_keys",
+        "SELECT body FROM sink.quarantine",  # the views read sink tables, not this one
         "SELECT sink.ingest_nothing()",
         "TRUNCATE sink.events",
         "CREATE TABLE studio.mine (x int)",

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Sink
 from tests.support.docs import TSTZ, code_blocks, column_tables
-from tests.support.studio import ENDED, STARTED, execution_story, sid, sink_test_event
+from tests.support.studio import ACCOUNT, ENDED, STARTED, execution_story, sid, sink_test_event
 
 pytestmark = pytest.mark.through_pgbouncer
 
@@ -26,6 +26,14 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 # Every column of every relation in schema studio, in order. A change here is a change of
 # the consumer contract: append columns, never rename, retype or drop; update docs/sql.md.
 EXPECTED: dict[str, list[tuple[str, str]]] = {
+    # accounts (0011): docs/sql.md
+    "accounts": [
+        ("account_sid", "text"),
+        ("label", "text"),
+        ("configured", "boolean"),
+        ("credentials_status", "text"),
+        ("credentials_checked_at", TSTZ),
+    ],
     "backfill_items": [
         ("item_id", "bigint"),
         ("request_id", "bigint"),
@@ -40,6 +48,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("reason", "text"),
         ("created_at", TSTZ),
         ("finished_at", TSTZ),
+        ("account_sid", "text"),  # 0013
     ],
     "backfill_requests": [
         ("request_id", "bigint"),
@@ -56,6 +65,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("finished_at", TSTZ),
         ("requested_by", "text"),
         ("error", "text"),
+        ("items_waiting", "integer"),  # 0013
+        ("account_sid", "text"),
     ],
     "deliveries": [
         ("delivery_id", "bigint"),
@@ -360,6 +371,32 @@ async def test_reader_runs_every_documented_query(
         assert rows, f"documented query returned nothing:\n{query}"
 
 
+async def test_tenant_reader_runs_the_documented_queries_on_its_rows(
+    start_sink: Callable[..., Any], conn: asyncpg.Connection[Any], direct_database_url: str
+) -> None:
+    """A tenant reader made as docs/sql.md says ("Per-tenant readers") runs every documented
+    query but the request_* ones (not granted to tenants) and sees its account's rows."""
+    await load_data(await start_sink(), conn)
+    name = f"acme_analyst_{os.getpid()}_{next(_roles)}"
+    (admin,) = code_blocks(DOCS, "sql tenant")
+    await conn.execute(re.sub(r"\bacme_analyst\b", name, admin))
+    tenant = await asyncpg.connect(as_user(direct_database_url, name, "change-me"))
+    try:
+        for query in code_blocks(DOCS, "sql"):
+            if "studio.request_" in query:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await tenant.fetch(query)
+                continue
+            await tenant.fetch(query)
+        accounts = await tenant.fetch("SELECT DISTINCT account_sid FROM studio.executions")
+        assert [r[0] for r in accounts] == [ACCOUNT]
+        await conn.execute("UPDATE sink.executions SET account_sid = $1", sid("AC"))
+        assert await tenant.fetch("SELECT * FROM studio.execution_summary") == []
+    finally:
+        await tenant.close()
+        await conn.execute(f'DROP ROLE "{name}"')
+
+
 async def test_views_show_what_the_events_say(
     start_sink: Callable[..., Any], conn: asyncpg.Connection[Any]
 ) -> None:
@@ -403,10 +440,15 @@ async def test_reader_cannot_write_or_read_internal_tables(
         "INSERT INTO studio.backfill_items (request_id, kind) VALUES (1, 'execution')",
         "UPDATE studio.flows SET friendly_name = 'mine'",
         "DELETE FROM studio.deliveries",
-        "SELECT count(*) FROM sink.events",
-        "SELECT count(*) FROM sink.event_keys",
-        "SELECT count(*) FROM sink.executions",
+        # the views read their tables with the reader's rights (0014), so it may read those,
+        # and no other: not the quarantine's bodies, not the sink's bookkeeping
+        "SELECT body FROM sink.quarantine",
+        "SELECT count(*) FROM sink.quarantine_usage",
+        "SELECT count(*) FROM sink.rate_limits",
+        "UPDATE sink.executions SET status = 'ended'",
+        "DELETE FROM sink.events",
         "SELECT sink.enqueue_missing('sql')",
+        "SELECT sink.grant_tenant_reader('x', ARRAY['AC00000000000000000000000000000000'])",
         "CREATE VIEW studio.mine AS SELECT 1 AS one",
     ):
         with pytest.raises(denied):

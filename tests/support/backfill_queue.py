@@ -2,7 +2,7 @@
 
 ``InMemoryQueue`` implements ``sink.backfill.queue.WorkQueue`` the way the named queries do
 (``claim_item``, ``next_due``, ``extend_leases``, ``retry_item``, ``finish_item``,
-``fail_request``, ``request_progress``/``request_failures``), so the runner's loops are
+``wait_for_credentials``, ``request_progress``/``request_failures``), so the runner's loops are
 unit-tested without Postgres. Times are ``clock()`` seconds (``time.monotonic`` by default);
 every write is also appended to ``log`` so a test can see what the runner asked for.
 """
@@ -39,6 +39,7 @@ class Row:
     locked_until: float | None = None
     reason: str | None = None
     finished_at: datetime | None = None
+    account_sid: str | None = None
 
     def item(self) -> q.Item:
         return q.Item(
@@ -51,6 +52,7 @@ class Row:
             until=self.until,
             listed=self.listed,
             attempts=self.attempts,
+            account_sid=self.account_sid,
         )
 
 
@@ -74,7 +76,7 @@ class InMemoryQueue:
         self.requests: dict[int, Request] = {}
         # ("claim", item_id, attempts, at), ("extend", item_id, at),
         # ("retry", item_id, delay, refund, reason, at), ("finish", item_id, state, reason),
-        # ("fail_request", request_id, reason, items failed)
+        # ("wait", item_id, account_sid, reason)
         self.log: list[tuple[Any, ...]] = []
 
     # -- setting up --------------------------------------------------------------------
@@ -180,18 +182,20 @@ class InMemoryQueue:
         self.log.append(("finish", row.item_id, state, reason))
         return True
 
-    async def fail_request(self, request_id: int, reason: str) -> int:
-        failed = 0
-        for row in self.items.values():
-            if row.request_id == request_id and row.state in OPEN:
-                row.state = "failed"
-                row.reason = reason
-                row.finished_at = datetime.now(UTC)
-                row.locked_by = row.locked_until = None
-                failed += 1
-        self.requests[request_id].error = reason
-        self.log.append(("fail_request", request_id, reason, failed))
-        return failed
+    async def wait_for_credentials(
+        self, item: q.Item, token: str, account_sid: str | None, reason: str
+    ) -> bool:
+        row = self._locked(item, token)
+        if row is None:
+            return False
+        row.state = "waiting_for_credentials"
+        row.account_sid = account_sid or row.account_sid
+        row.reason = reason
+        row.attempts = max(0, row.attempts - 1)
+        row.not_before = self.clock()
+        row.locked_by = row.locked_until = None
+        self.log.append(("wait", row.item_id, account_sid, reason))
+        return True
 
     async def progress(self, request_id: int, *, failures: int = 0) -> q.Progress | None:
         request = self.requests.get(request_id)
@@ -203,13 +207,17 @@ class InMemoryQueue:
         )
         states = [r.state for r in rows]
         still_open = any(s in OPEN for s in states)
+        waiting = states.count("waiting_for_credentials")
         started = any(r.state != "queued" or r.attempts > 0 for r in rows)
         finished_times = [r.finished_at for r in rows if r.finished_at is not None]
-        finished_at = None if still_open else max([request.created_at, *finished_times])
+        finished_at = None if still_open or waiting else max([request.created_at, *finished_times])
+        status = "running" if started else "queued"
+        if not still_open:
+            status = "waiting_for_credentials" if waiting else "finished"
         found = q.Progress(
             request_id=request_id,
             kind=request.kind,
-            status="finished" if not still_open else "running" if started else "queued",
+            status=status,
             items_total=len(rows),
             items_done=states.count("done"),
             items_failed=states.count("failed"),
@@ -218,12 +226,13 @@ class InMemoryQueue:
             finished_at=finished_at,
             requested_by=request.requested_by,
             error=request.error,
+            items_waiting=waiting,
         )
-        if failures and (found.items_failed or found.items_gone):
+        if failures and (found.items_failed or found.items_gone or waiting):
             found.failures = [
-                (r.execution_sid or r.flow_sid, r.state, r.reason)
+                (r.execution_sid or r.flow_sid or r.account_sid, r.state, r.reason)
                 for r in rows
-                if r.state in ("failed", "gone")
+                if r.state in ("failed", "gone", "waiting_for_credentials")
             ][:failures]
         return found
 

@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from sink.db.pool import KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, HostOrder, connect, create_pool
+from sink.db.hosts import HostOrder
+from sink.db.pool import KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, connect, create_pool
 from sink.db.replication import replication_warning
 from tests.conftest import Sink
 from tests.support.patroni import ETCD_BIN, PATRONI_BIN, PG_BIN_DIR, PatroniCluster

@@ -17,6 +17,9 @@ arrives. Two checks, both on arrival times in this process's monotonic clock:
 
 The control runs the same backfill through three stacks each with a per-process bucket
 (what ``make_client`` built before): they exceed both, so the checks can fail.
+
+With two accounts (an accounts file), the replicas keep each account to its own limit (one
+row of ``sink.rate_limits`` per account), and both run at it at once.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ async def queue_flow_backfill(conn: asyncpg.Connection[Any], fake: FakeStudio) -
     return await q.enqueue(conn, "flow", "sql", flow_sid=flow, since=EPOCH, until=until)
 
 
-async def wait_until_done(conn: asyncpg.Connection[Any]) -> None:
+async def wait_until_done(conn: asyncpg.Connection[Any], items: int = EXECUTIONS + 1) -> None:
     deadline = time.monotonic() + WAIT
     while await conn.fetchval(
         "SELECT count(*) FROM sink.backfill_items WHERE state IN ('queued', 'running')"
@@ -74,7 +77,7 @@ async def wait_until_done(conn: asyncpg.Connection[Any]) -> None:
         assert time.monotonic() < deadline, "the backfill did not finish"
         await asyncio.sleep(0.1)
     states = await conn.fetch("SELECT state, count(*) FROM sink.backfill_items GROUP BY 1")
-    assert {r["state"]: r["count"] for r in states} == {"done": EXECUTIONS + 1}
+    assert {r["state"]: r["count"] for r in states} == {"done": items}
 
 
 def early_calls(fake: FakeStudio, queued_at: float) -> list[int]:
@@ -175,3 +178,74 @@ async def test_three_per_process_buckets_exceed_it(
     assert busiest > RATE + 1
     assert early_calls(studio, queued_at) != []
     print(f"\n{REPLICAS} per-process buckets of {RATE:g}/s: at most {busiest} calls in a second")
+
+
+def busiest_second(fake: FakeStudio, account: str | None = None) -> int:
+    """Most calls (made as ``account``, or by anyone) that arrived within any one second."""
+    times = sorted(r.started for r in fake.log if account is None or r.account_sid == account)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= 1.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@pytest.mark.timeout(180)
+async def test_two_accounts_each_keep_to_their_own_limit_across_replicas(
+    database_url: str,
+    conn: asyncpg.Connection[Any],
+    tmp_path: Path,
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Twilio's limits are per account: the replicas share one limit per account (a row of
+    sink.rate_limits each), so two accounts backfilled at once make twice the calls of one,
+    and neither account's calls exceed its own limit."""
+    studio = FakeStudio(seed=21)
+    studio.latency = 0.005
+    accounts = [studio.account_sid, studio.add_account(None).sid]
+    table = []
+    for n, account in enumerate(accounts):
+        studio.accept(account, (account, f"token-{n}"))
+        flow = studio.add_flow(account_sid=account)
+        studio.populate(executions=EXECUTIONS, steps=STEPS, flow=flow)
+        table.append(f'[accounts.{account}]\nlabel = "tenant-{n}"\nauth_tokens = ["token-{n}"]\n')
+    accounts_file = tmp_path / "accounts.toml"
+    accounts_file.write_text("\n".join(table), "utf-8")
+    server = await aiohttp_server(create_app(studio))
+    env = {
+        "SINK_BACKFILL_WORKERS": "4",
+        "SINK_STUDIO_BASE_URL": str(server.make_url("")).rstrip("/"),
+        "SINK_ACCOUNTS_FILE": str(accounts_file),
+        "SINK_BACKFILL_RATE_LIMIT": str(RATE),
+    }
+    sinks = [SinkProcess(database_url, tmp_path / f"sink-{n}.log", env=env) for n in range(3)]
+    for sink in sinks:
+        sink.start()
+    try:
+        await asyncio.gather(*(sink.wait_ready() for sink in sinks))
+        queued_at = time.monotonic()
+        until = EPOCH + timedelta(hours=1)
+        for account, flow in zip(accounts, studio.flows, strict=True):
+            await q.enqueue(
+                conn, "flow", "sql", flow_sid=flow, since=EPOCH, until=until, account_sid=account
+            )
+        await wait_until_done(conn, 2 * (EXECUTIONS + 1))
+    finally:
+        for sink in sinks:
+            sink.stop()
+
+    assert studio.count(status=401) == 0 and studio.wrong_account_calls() == 0
+    keys = await conn.fetch("SELECT key FROM sink.rate_limits ORDER BY key")
+    assert [r["key"] for r in keys] == sorted(accounts)
+    each = [busiest_second(studio, account) for account in accounts]
+    assert all(busiest <= RATE + 1 for busiest in each), each
+    for account in accounts:
+        arrivals = sorted(r.started for r in studio.log if r.account_sid == account)
+        early = [k for k, t in enumerate(arrivals) if t < queued_at + k / RATE - 0.001]
+        assert early == [], account
+    together = busiest_second(studio)
+    assert together > RATE + 1, together  # the limits are per account, not one for all
+    print(
+        f"\ntwo accounts at {RATE:g}/s each: at most {each} calls in a second, {together} together"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -284,7 +285,9 @@ async def _sink_deliveries(sink: SinkProcess) -> dict[str, float]:
         for line in (await r.text()).splitlines():
             if line.startswith("sink_deliveries_total{"):
                 labels, _, value = line.partition(" ")
-                counts[labels.split('"')[1]] = float(value)
+                status = re.search(r'status="([^"]*)"', labels)
+                assert status is not None, line
+                counts[status.group(1)] = counts.get(status.group(1), 0.0) + float(value)
     return counts
 
 

@@ -62,9 +62,16 @@ pytestmark = [
 ]
 
 
+def of_account(events: list[dict[str, Any]], account_sid: str) -> list[dict[str, Any]]:
+    """The events as the account that signs them sends them (the sink refuses an event of
+    another account than the signer's)."""
+    return [dict(e, data=dict(e["data"], account_sid=account_sid)) for e in events]
+
+
 def events_for(e: Execution) -> list[dict[str, Any]]:
     """Event Streams events for a fake execution: started, then its steps (no context)."""
-    return fake_execution_events(e, ended=False, contact=e.contact_channel_address or "")
+    events = fake_execution_events(e, ended=False, contact=e.contact_channel_address or "")
+    return of_account(events, e.account_sid)
 
 
 @pytest.fixture
@@ -185,15 +192,19 @@ async def test_browse_filter_backfill_and_nothing_executes(
     assert status < 300
     # an execution whose event fields carry the payloads (a contact address, a widget name)
     hostile_flow, hostile = sid("FW"), sid("FN")
+    account = fake.credentials[0]
     await browser_sink.post(
-        [
-            execution_event(STARTED, hostile, hostile_flow, at=START, contact=SCRIPT),
-            step_event(hostile, hostile_flow, at=START, name=SCRIPT, came_from=IMG),
-        ]
+        of_account(
+            [
+                execution_event(STARTED, hostile, hostile_flow, at=START, contact=SCRIPT),
+                step_event(hostile, hostile_flow, at=START, name=SCRIPT, came_from=IMG),
+            ],
+            account,
+        )
     )
     await seed_traffic(conn)
     await browser_sink.post([{"specversion": "1.0", "type": SCRIPT, "source": IMG}])
-    await browser_sink.post([sink_test_event()])
+    await browser_sink.post(of_account([sink_test_event()], account))
     base = browser_sink.url("").rstrip("/")
 
     # log in (the overview sends us to the form and back)
@@ -270,3 +281,51 @@ async def test_browse_filter_backfill_and_nothing_executes(
     await page.goto(f"{base}/ui/")
     await assert_nothing_ran(page)
     await shot(page, output_dir, "overview")
+
+
+async def test_the_account_chosen_is_kept_across_pages(
+    browser_sink: Sink, fake: FakeStudio, page: Any, conn: asyncpg.Connection[Any]
+) -> None:
+    """Choose an account in the selector: every page then shows that account only, until
+    another is chosen (the choice travels in the links as ?account=)."""
+    [execution] = fake.executions.values()
+    status, _ = await browser_sink.post(events_for(execution))
+    assert status < 300
+    other_account, other_flow, other = sid("AC"), sid("FW"), sid("FN")
+    await conn.execute(
+        "INSERT INTO sink.executions (execution_sid, flow_sid, account_sid, status, date_created)"
+        " VALUES ($1, $2, $3, 'ended', now())",
+        other,
+        other_flow,
+        other_account,
+    )
+    await conn.execute(
+        "INSERT INTO sink.accounts (account_sid, label) VALUES ($1, 'beta-prod')", other_account
+    )
+    base = browser_sink.url("").rstrip("/")
+    await page.goto(f"{base}/ui/executions")
+    await page.fill("#token", ADMIN_TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/ui/executions")
+    assert await page.locator("#executions tbody tr").count() == 2
+
+    await page.select_option("#account", other_account)  # app.js submits on change
+    await page.wait_for_url(f"**account={other_account}")
+    assert await page.locator("#executions tbody tr").count() == 1
+    assert other in await page.locator("#executions").inner_text()
+    await page.click("nav >> text=Flows")
+    await page.wait_for_url(f"**/ui/flows?account={other_account}")
+    assert other_flow in await page.locator("#flows").inner_text()
+    assert execution.flow_sid not in await page.locator("#flows").inner_text()
+    await page.click("nav >> text=Executions")
+    await page.wait_for_url(f"**/ui/executions?account={other_account}")
+    assert await page.locator("#executions tbody tr").count() == 1
+    await page.click(f"#executions a.sid >> text={other}")
+    await page.wait_for_url(f"**/ui/executions/{other}?account={other_account}")
+    assert await page.locator("#account").input_value() == other_account
+
+    await page.select_option("#account", "")  # every account again
+    await page.wait_for_url(f"**/ui/executions/{other}?account=")
+    await page.click("nav >> text=Executions")
+    assert await page.locator("#executions tbody tr").count() == 2
+    await assert_nothing_ran(page)

@@ -195,3 +195,71 @@ print as 1.048576e+06: whole numbers are printed as integers.
 {{- toString . }}
 {{- end }}
 {{- end }}
+
+{{/*
+The accounts file (SINK_ACCOUNTS_FILE): the Secret that holds it, or empty when none is
+configured. accountsFile.existingSecret first, else the chart's own Secret holding
+accountsFile.value.
+*/}}
+{{- define "studio-sink.accountsSecret" -}}
+{{- if .Values.accountsFile.existingSecret }}
+{{- .Values.accountsFile.existingSecret }}
+{{- else if .Values.accountsFile.value }}
+{{- printf "%s-accounts" (include "studio-sink.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "studio-sink.accountsPath" -}}
+{{- printf "%s/accounts.toml" (trimSuffix "/" .Values.accountsFile.mountPath) }}
+{{- end }}
+
+{{/*
+Env, mounts and volumes of every pod that runs the sink's settings: the server, the
+maintenance CronJob and the `helm test` Pod. The accounts file is a Secret mounted as a
+directory (not subPath), so that Kubernetes updates it in place and the sink reloads it.
+*/}}
+{{- define "studio-sink.envFrom" -}}
+- configMapRef:
+    name: {{ include "studio-sink.fullname" . }}
+{{- with .Values.extraEnvFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "studio-sink.env" -}}
+{{ include "studio-sink.secretEnv" . | trim }}
+{{- if include "studio-sink.accountsSecret" . }}
+- name: SINK_ACCOUNTS_FILE
+  value: {{ include "studio-sink.accountsPath" . | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "studio-sink.volumeMounts" -}}
+{{ include "studio-sink.tmpVolumeMount" . }}
+{{- if include "studio-sink.accountsSecret" . }}
+- name: accounts
+  mountPath: {{ trimSuffix "/" .Values.accountsFile.mountPath }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "studio-sink.volumes" -}}
+{{ include "studio-sink.tmpVolume" . }}
+{{- with include "studio-sink.accountsSecret" . }}
+- name: accounts
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.accountsFile.existingSecretKey }}
+        path: accounts.toml
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

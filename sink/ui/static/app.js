@@ -103,7 +103,9 @@
       var item = document.createElement("li");
       var link = document.createElement("a");
       link.className = "sid";
-      link.href = "/ui/executions/" + encodeURIComponent(e.execution_sid);
+      var account = new URLSearchParams(window.location.search).get("account");
+      link.href = "/ui/executions/" + encodeURIComponent(e.execution_sid) +
+        (account ? "?account=" + encodeURIComponent(account) : "");
       link.textContent = e.execution_sid;
       item.appendChild(link);
       var when = (e.date_created || "").replace("T", " ").slice(0, 19);
@@ -147,4 +149,11 @@
       });
     }
   });
+})();
+
+// The account selector (every page): choosing an account shows it at once.
+(function () {
+  var select = document.getElementById("account");
+  if (!select || !select.form) { return; }
+  select.addEventListener("change", function () { select.form.submit(); });
 })();

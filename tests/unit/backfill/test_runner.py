@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from sink.backfill import queue as q
+from sink.backfill.accounts import AccountUnknown, WaitForCredentials
 from sink.backfill.client import (
     StudioApiError,
     StudioClient,
@@ -186,23 +187,48 @@ async def test_a_non_retryable_error_fails_the_item_at_once(error: Exception) ->
     assert queue.entries("retry") == []
 
 
-async def test_a_credentials_error_fails_the_whole_request() -> None:
-    refused = StudioCredentialsError("Studio API refused the credentials (test)", status=401)
-    queue, items, metrics = InMemoryQueue(), ScriptedItems({1: [refused]}), Metrics()
-    rid, other = queue.request(), queue.request()
+async def test_refused_credentials_park_the_item_without_failing_it_or_its_request() -> None:
+    account = "AC" + "1" * 32
+    refused = WaitForCredentials(account, "Twilio refused every REST credential (test)")
+    bare = StudioCredentialsError("Studio API refused the credentials (test)", status=401)
+    queue, items, metrics = InMemoryQueue(), ScriptedItems({1: [refused], 2: [bare]}), Metrics()
+    rid = queue.request()
     for sid in EXECUTIONS[:3]:
         queue.add(rid, sid)
-    untouched = queue.add(other, EXECUTIONS[3])
 
     await foreground(runner(queue, items, metrics=metrics), rid)
 
-    assert items.runs == [(1, 1)]  # the other items were never tried
-    assert [(r.state, r.reason) for r in queue.items.values() if r.request_id == rid] == [
-        ("failed", str(refused))
-    ] * 3
-    assert queue.requests[rid].error == str(refused)
-    assert queue.items[untouched].state == "queued"
-    assert finished(metrics, "failed") == 3
+    assert sorted(items.runs) == [(1, 1), (2, 1), (3, 1)]  # each item on its own
+    rows = queue.items
+    assert (rows[1].state, rows[1].account_sid, rows[1].reason) == (
+        "waiting_for_credentials",
+        account,
+        str(refused),
+    )
+    assert (rows[2].state, rows[2].reason) == ("waiting_for_credentials", str(bare))
+    assert rows[1].attempts == rows[2].attempts == 0  # waiting counts no attempt
+    assert rows[3].state == "done"
+    assert queue.requests[rid].error is None and finished(metrics, "failed") is None
+    summary = await queue.progress(rid, failures=5)
+    assert summary is not None
+    assert (summary.status, summary.items_waiting, summary.items_done) == (
+        "waiting_for_credentials",
+        2,
+        1,
+    )
+    assert [state for _, state, _ in summary.failures] == ["waiting_for_credentials"] * 2
+
+
+async def test_an_unknown_account_fails_the_item_naming_the_fix() -> None:
+    unknown = AccountUnknown("2 accounts are configured ... --account AC...")
+    queue, items = InMemoryQueue(), ScriptedItems({1: [unknown]})
+    rid = queue.request()
+    queue.add(rid, EXECUTIONS[0])
+
+    await foreground(runner(queue, items), rid)
+
+    assert (queue.items[1].state, queue.items[1].reason) == ("failed", str(unknown))
+    assert queue.entries("retry") == []
 
 
 async def test_an_item_whose_worker_died_too_often_is_failed_without_running() -> None:

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from sink.config import Settings
 from sink.ingest import signature
-from sink.web.receiver import signed_url
+from sink.web.verify import signed_url
 from tests.support.twilio import OTHER_TOKEN, TOKEN, sign
 
 BODY = b'[{"specversion":"1.0","id":"EZ1","source":"/x","type":"t"}]'

@@ -7,9 +7,10 @@ import hashlib
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from sink.accounts.load import load_accounts
 from sink.config import Settings
 from sink.ingest import signature
-from sink.web.receiver import check_signature
+from sink.web.verify import check_signature
 from tests.support.twilio import TOKEN, sign
 
 BODY = b"[]"
@@ -71,4 +72,5 @@ def test_receiver_check_signature_answers_bad_host(host: str) -> None:
         headers={"Host": host, "X-Twilio-Signature": "c2lnbmF0dXJl"},
     )
     settings = Settings(twilio_auth_token=TOKEN)
-    assert check_signature(request, BODY, settings).reason == "bad_host"
+    accounts = load_accounts(settings)
+    assert check_signature(request, BODY, settings, accounts).reason == "bad_host"
