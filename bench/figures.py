@@ -42,11 +42,16 @@ def ingest_figures(results: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} us"
+
+
 def _throughput_figures(results: dict[str, Any]) -> list[Figure]:
     sink_eps = results["max"]["events_per_s"]
     ceiling = results["db_ceiling"]["events_per_s"]
     naive = results["naive"]["events_per_s"]
     return [
+        *_raw_figures(results),
         Figure(
             "ingest vs DB ceiling",
             f"{sink_eps / ceiling:.2f}x",
@@ -70,7 +75,72 @@ def _throughput_figures(results: dict[str, Any]) -> list[Figure]:
             sink_eps / naive >= 20,
             f"{sink_eps:,.0f} vs {naive:,.0f} events/s (one commit per event)",
         ),
+        _cpu_figure(results),
+        *_cores_bound(results),
     ]
+
+
+def _raw_figures(results: dict[str, Any]) -> list[Figure]:
+    """Against the physical limit: the same events batch-inserted into one keyed table."""
+    raw = results.get("raw_ceiling")
+    if not raw:
+        return []
+    sink_eps = results["max"]["events_per_s"]
+    ratio = sink_eps / raw["events_per_s"]
+    rounds = [r["sink"].get("ratio_to_raw_ceiling") for r in results.get("rounds", [])]
+    return [
+        Figure(
+            "ingest vs raw-insert ceiling",
+            f"{ratio:.2f}x",
+            ">= 0.6x",
+            ratio >= 0.6,
+            f"{sink_eps:,.0f} vs {raw['events_per_s']:,.0f} events/s (2 conn., batches of 1000,"
+            f" INSERT .. ON CONFLICT DO NOTHING into one keyed table); rounds {rounds}",
+        ),
+        Figure(
+            "(bound) DB ceiling vs raw-insert ceiling",
+            f"{results['db_ceiling']['events_per_s'] / raw['events_per_s']:.2f}x",
+            "(informative)",
+            None,
+            "what sink.ingest's own work (dedup key, typed rows, rollup, deliveries) leaves;"
+            f" postgres CPU per event {_us(results['db_ceiling'].get('postgres_cpu_us_per_event'))}"
+            f" vs {_us(raw.get('postgres_cpu_us_per_event'))}",
+        ),
+    ]
+
+
+def _cores_bound(results: dict[str, Any]) -> list[Figure]:
+    """What 2 whole cores allow at the CPU the sink and Postgres spend per event."""
+    top, raw = results["max"], results.get("raw_ceiling")
+    sink_us, pg_us = top.get("sink_cpu_us_per_event"), top.get("postgres_cpu_us_per_event")
+    if not raw or not sink_us or not pg_us:
+        return []
+    bound = 2 * 1e6 / (sink_us + pg_us)
+    return [
+        Figure(
+            "(bound) 2 idle cores / CPU per event",
+            f"{bound / raw['events_per_s']:.2f}x raw",
+            "(informative)",
+            None,
+            f"{bound:,.0f} events/s if the sink ({sink_us:.0f} us) and Postgres ({pg_us:.0f} us)"
+            " had both cores to themselves: the most the raw-insert ratio can be here",
+        )
+    ]
+
+
+def _cpu_figure(results: dict[str, Any]) -> Figure:
+    """Where an acknowledged event's CPU goes, at the maximum and at half of it."""
+    top = results["max"]
+    half = _point(results, 0.5) or {}
+    return Figure(
+        "CPU per event at max: sink / postgres",
+        f"{_us(top.get('sink_cpu_us_per_event'))} / {_us(top.get('postgres_cpu_us_per_event'))}",
+        "(informative)",
+        None,
+        f"at half max {_us(half.get('sink_cpu_us_per_event'))} /"
+        f" {_us(half.get('postgres_cpu_us_per_event'))}; whole machine busy"
+        f" {top.get('machine_cpu_share')} of 2 cores at max",
+    )
 
 
 def _latency_figures(results: dict[str, Any]) -> list[Figure]:
@@ -170,8 +240,9 @@ def markdown_table(figures: list[Figure]) -> str:
 def sweep_table(results: dict[str, Any]) -> str:
     lines = [
         "| offered (x max) | offered events/s | acked events/s | p50 ms | p99 ms | max ms |"
-        " statuses | errors | sink RSS MB | sink CPU | generator CPU |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " statuses | errors | sink RSS MB | sink CPU | postgres CPU | sink us/event |"
+        " postgres us/event | generator CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = [{**results["max"], "fraction": "max (closed loop)"}, *results.get("sweep", [])]
     for p in rows:
@@ -181,6 +252,8 @@ def sweep_table(results: dict[str, Any]) -> str:
             f"| {p['fraction']} | {'-' if offered is None else f'{offered:,.0f}'}"
             f" | {p['events_per_s']:,.0f} | {lat.get('p50', '-')} | {lat.get('p99', '-')}"
             f" | {p['max_latency_ms']} | {p['statuses']} | {p['errors'] or '-'}"
-            f" | {p['sink_max_rss_mb']} | {p['sink_cpu_share']} | {p['generator_cpu_share']} |"
+            f" | {p['sink_max_rss_mb']} | {p['sink_cpu_share']} | {p.get('postgres_cpu_share')}"
+            f" | {p.get('sink_cpu_us_per_event')} | {p.get('postgres_cpu_us_per_event')}"
+            f" | {p['generator_cpu_share']} |"
         )
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """``python -m bench ingest``: the sink's throughput, latency and memory, with baselines.
 
 Order: DB ceiling and naive sink (asyncpg, no HTTP), then the sink process: a warm-up,
-the maximum throughput (closed loop), an open-loop sweep of offered load as fractions of
-that maximum (latency at half of it, overload at twice it), and the start-up time.
+the maximum throughput (closed loop, in rounds alternating with both ceilings: the sink's
+own ``sink.ingest`` and the raw insert), an open-loop sweep of offered load as fractions of
+that maximum (latency at half of it, overload at twice it), and the start-up time. Every
+phase reports the CPU microseconds per acknowledged event in the sink and in Postgres.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ async def _phase(
     out["sink_cpu_share"] = monitor.cpu_share
     out["postgres_cpu_share"] = monitor.postgres_cpu_share
     out["machine_cpu_share"] = monitor.machine_cpu_share
+    out["sink_cpu_us_per_event"] = _per_event(monitor.cpu_share, result.events_per_s)
+    out["postgres_cpu_us_per_event"] = _per_event(monitor.postgres_cpu_share, result.events_per_s)
     batches = after.get("batches", 0) - before.get("batches", 0)
     if batches:
         out["batch_events_mean"] = round((after["events"] - before["events"]) / batches, 1)
@@ -83,10 +87,18 @@ async def _phase(
         f" statuses {result.statuses}, errors {result.errors or 'none'},"
         f" sink RSS {monitor.max_rss_mb} MB; CPU cores: sink {monitor.cpu_share:.2f},"
         f" postgres {monitor.postgres_cpu_share}, generator {result.generator_cpu_share:.2f},"
-        f" machine {monitor.machine_cpu_share:.2f}; batches of"
+        f" machine {monitor.machine_cpu_share:.2f}; CPU us/event: sink"
+        f" {out['sink_cpu_us_per_event']}, postgres {out['postgres_cpu_us_per_event']}; batches of"
         f" {out.get('batch_events_mean')} events, commit {out.get('commit_ms_mean')} ms"
     )
     return out
+
+
+def _per_event(cores: float | None, events_per_s: float) -> float | None:
+    """CPU microseconds per event from a CPU share (cores) at a rate (events/s)."""
+    if cores is None or not events_per_s:
+        return None
+    return round(cores / events_per_s * 1e6, 1)
 
 
 async def run(
@@ -114,13 +126,19 @@ async def _baselines(
 ) -> baselines.BaselineResult:
     """The DB ceiling on one connection and the naive sink; returns the ceiling."""
     deliveries = baselines.parsed_deliveries(seed=1, count=mode.ceiling_deliveries)
-    one = await baselines.db_ceiling(await db.fresh_database(), deliveries, 1)
+    pg = db.postgres_pid
+    one = await baselines.db_ceiling(await db.fresh_database(), deliveries, 1, pg)
     _say(f"DB ceiling, 1 connection: {one.events_per_s:,.0f} events/s (informative)")
     results["db_ceiling_1_connection"] = one.as_dict()
     naive_events = baselines.parsed_deliveries(seed=2, count=max(4, int(mode.naive_seconds * 60)))
-    naive = await baselines.naive(await db.fresh_database(), naive_events, 1, mode.naive_seconds)
+    naive = await baselines.naive(
+        await db.fresh_database(), naive_events, 1, mode.naive_seconds, pg
+    )
     results["naive"] = naive.as_dict()
-    _say(f"naive sink (one commit per event): {naive.events_per_s:,.0f} events/s")
+    _say(
+        f"naive sink (one commit per event): {naive.events_per_s:,.0f} events/s,"
+        f" postgres {naive.postgres_cpu_us_per_event} us/event"
+    )
     return one
 
 
@@ -170,6 +188,7 @@ async def _measure_sink(
 ) -> None:
     """The sink process: a warm-up, its maximum (rounds), then the sweep of offered load."""
     ceiling_dsn = await db.fresh_database()
+    raw_dsn = await db.fresh_database()
     sink = SinkProcess(await db.fresh_database(), log_path, load.SINK_ENV)
     sink.start()
     try:
@@ -179,43 +198,53 @@ async def _measure_sink(
         bench = _Bench(mode, sink, db.postgres_pid, expect)
         if mode.warmup_seconds:
             await bench.measure(bench.closed("warm-up", 100, mode.warmup_seconds))
-        maximum = await _maximum(bench, ceiling_dsn, results, profile)
+        maximum = await _maximum(bench, (ceiling_dsn, raw_dsn), results, profile)
         results["sweep"] = await _sweep(bench, maximum)
     finally:
         sink.terminate()
 
 
 async def _maximum(
-    bench: _Bench, ceiling_dsn: str, results: dict[str, Any], profile: Path | None
+    bench: _Bench, dsns: tuple[str, str], results: dict[str, Any], profile: Path | None
 ) -> dict[str, Any]:
     """The sink's maximum throughput: the median round by ratio to the DB ceiling."""
     # The machine is shared: alternate the DB ceiling and the sink's maximum so
     # both see the same background load, and take the median round.
     rounds = [
-        await _round(bench, ceiling_dsn, r, profile if r == 0 else None)
-        for r in range(bench.mode.rounds)
+        await _round(bench, dsns, r, profile if r == 0 else None) for r in range(bench.mode.rounds)
     ]
     rounds.sort(key=lambda x: x["sink"]["ratio_to_ceiling"])
     median = rounds[len(rounds) // 2]
     results["rounds"] = rounds
     results["db_ceiling"] = median["db_ceiling"]
+    results["raw_ceiling"] = median["raw_ceiling"]
     maximum = dict(median["sink"])
     maximum["sink_max_rss_mb"] = max(x["sink"]["sink_max_rss_mb"] for x in rounds)
     results["max"] = maximum
     return maximum
 
 
-async def _round(bench: _Bench, ceiling_dsn: str, r: int, profile: Path | None) -> dict[str, Any]:
-    """One round: the DB ceiling on two connections, then the sink's closed-loop maximum."""
+async def _round(
+    bench: _Bench, dsns: tuple[str, str], r: int, profile: Path | None
+) -> dict[str, Any]:
+    """One round: the DB ceiling and the raw-insert ceiling on two connections, then the
+    sink's closed-loop maximum."""
+    pg = bench.postgres_pid
     batch = baselines.parsed_deliveries(seed=10 + r, count=bench.mode.ceiling_deliveries)
-    ceiling = await baselines.db_ceiling(ceiling_dsn, batch, 2)
-    _say(f"round {r + 1}: DB ceiling, 2 connections: {ceiling.events_per_s:,.0f} events/s")
+    ceiling = await baselines.db_ceiling(dsns[0], batch, 2, pg)
+    raw = await baselines.raw_ceiling(dsns[1], batch, 2, pg)
+    _say(
+        f"round {r + 1}: 2 connections: DB ceiling {ceiling.events_per_s:,.0f} events/s"
+        f" (postgres {ceiling.postgres_cpu_us_per_event} us/event), raw-insert ceiling"
+        f" {raw.events_per_s:,.0f} events/s (postgres {raw.postgres_cpu_us_per_event} us/event)"
+    )
     sink_max = await bench.measure(
         bench.closed(f"round {r + 1}: sink max (closed loop)", 101 + r, bench.mode.max_seconds),
         profile,
     )
     sink_max["ratio_to_ceiling"] = round(sink_max["events_per_s"] / ceiling.events_per_s, 3)
-    return {"db_ceiling": ceiling.as_dict(), "sink": sink_max}
+    sink_max["ratio_to_raw_ceiling"] = round(sink_max["events_per_s"] / raw.events_per_s, 3)
+    return {"db_ceiling": ceiling.as_dict(), "raw_ceiling": raw.as_dict(), "sink": sink_max}
 
 
 async def _sweep(bench: _Bench, maximum: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,6 +34,13 @@ def ingest_plot(results: dict[str, Any], path: Path) -> None:
         linestyle="--",
         label="DB ceiling (asyncpg, batches of 1000)",
     )
+    if "raw_ceiling" in results:
+        top.axhline(
+            results["raw_ceiling"]["events_per_s"],
+            color="purple",
+            linestyle="--",
+            label="raw-insert ceiling (one keyed table, batches of 1000)",
+        )
     top.axhline(
         results["naive"]["events_per_s"],
         color="red",
