@@ -104,6 +104,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",  # read from the database: the same for all
         )
+        self.backfill_items_waiting = Gauge(
+            "sink_backfill_items_waiting",
+            "Backfill items waiting for their account's credentials (waiting_for_credentials)",
+            registry=r,
+            multiprocess_mode="livemostrecent",  # read from the database, like the depth
+        )
         self.backfill_items = Counter(
             "sink_backfill_items",
             "Backfill items finished, by outcome (done, failed, gone)",

@@ -177,6 +177,12 @@ async def queue_depth(conn: Conn) -> int:
     return depth
 
 
+async def items_waiting(conn: Conn) -> int:
+    """Items in state ``waiting_for_credentials``, of every request."""
+    waiting: int = await conn.fetchval(query("items_waiting"))
+    return waiting
+
+
 async def next_due(conn: Conn, request_id: int | None) -> float | None:
     """Seconds until an open item (of the request, or any) may be claimed; None if none."""
     due: float | None = await conn.fetchval(query("next_due"), request_id)

@@ -238,3 +238,4 @@ class BackfillService:
         with contextlib.suppress(*DB_ERRORS):
             async with pool.acquire(timeout=1.0) as conn:
                 self._metrics.backfill_queue_depth.set(await q.queue_depth(conn))
+                self._metrics.backfill_items_waiting.set(await q.items_waiting(conn))

@@ -1,5 +1,9 @@
 """Admin HTTP endpoints: ``POST /backfill`` and ``GET /backfill/{id}``.
 
+``POST /backfill`` takes an optional ``account_sid``, as ``studio-sink backfill --account``
+does: the account whose credentials fetch what the stored rows do not place. Without one,
+with several accounts configured, an item no stored row places fails saying to name it.
+
 Bearer auth with ``SINK_ADMIN_TOKEN`` (compared in constant time); a token in the query
 string is refused, since URLs end up in logs. Without a configured token the endpoints
 answer 404 and say how to enable them.
@@ -21,7 +25,7 @@ from sink.db.pool import CONNECTION_ERRORS, is_transient, unavailable
 from sink.ingest import redact
 from sink.maintenance import privacy
 from sink.twilio import is_sid, parse_timestamp, sid_rule
-from sink.web.keys import BACKFILL, POOL, SETTINGS
+from sink.web.keys import ACCOUNTS, BACKFILL, POOL, SETTINGS
 from sink.web.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -96,9 +100,24 @@ def _when(body: dict[str, Any], name: str, default: datetime | None) -> datetime
         ) from None
 
 
+def _account(body: dict[str, Any]) -> str | None:
+    """The optional ``account_sid``; never echoed back (a pasted token may sit there)."""
+    value = body.get("account_sid")
+    if value is None:
+        return None
+    if not is_sid(value, "AC"):
+        raise _BadRequest(
+            f"'account_sid' is not an Account SID: {sid_rule('AC')}; give the account whose"
+            " credentials fetch the items, or leave 'account_sid' out"
+        )
+    account: str = value
+    return account
+
+
 def _parse(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _BadRequest("the body must be a JSON object")
+    account = _account(body)
     sids = body.get("execution_sids")
     if sids is not None and body.get("flow_sid") is not None:
         raise _BadRequest("give either 'execution_sids' or 'flow_sid', not both")
@@ -107,7 +126,7 @@ def _parse(body: Any) -> dict[str, Any]:
             raise _BadRequest("'execution_sids' must be a non-empty list of Execution SIDs")
         if len(sids) > MAX_EXECUTION_SIDS:
             raise _BadRequest(f"at most {MAX_EXECUTION_SIDS} execution SIDs per request")
-        return {"kind": "executions", "execution_sids": sids}
+        return {"kind": "executions", "execution_sids": sids, "account_sid": account}
     flow = body.get("flow_sid")
     if not isinstance(flow, str):
         raise _BadRequest(
@@ -115,7 +134,13 @@ def _parse(body: Any) -> dict[str, Any]:
         )
     since = _when(body, "since", None)
     until = _when(body, "until", datetime.now(UTC))
-    return {"kind": "flow", "flow_sid": flow, "since": since, "until": until}
+    return {
+        "kind": "flow",
+        "flow_sid": flow,
+        "since": since,
+        "until": until,
+        "account_sid": account,
+    }
 
 
 async def handle_post_backfill(request: web.Request) -> web.Response:
@@ -131,14 +156,29 @@ async def handle_post_backfill(request: web.Request) -> web.Response:
     except asyncpg.InvalidParameterValueError as exc:
         hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
         return error_response(400, "bad_request", f"{exc}{hint}")
-    log.info("backfill request %d queued over HTTP (%s)", rid, kind)
+    account = spec["account_sid"]
+    log.info(
+        "backfill request %d queued over HTTP (%s%s)",
+        rid,
+        kind,
+        f", account {account}" if account else "",
+    )
     body: dict[str, Any] = {"request_id": rid, "status": "queued", "url": f"/backfill/{rid}"}
+    notes: list[str] = []
     service = request.app[BACKFILL]
     if not service.running:
-        body["note"] = (
+        notes.append(
             f"this process runs no backfill workers ({service.unavailable_reason}); the request"
             " waits for a process that does, or for `studio-sink backfill`"
         )
+    if account is not None and not request.app[ACCOUNTS].current.rest_credentials(account):
+        notes.append(
+            f"account {account} has no REST credentials in this sink, so its items wait"
+            " (waiting_for_credentials): add its table to SINK_ACCOUNTS_FILE with an API key"
+            " (api_key_sid, api_key_secret) or auth_tokens, then reload (SIGHUP)"
+        )
+    if notes:
+        body["note"] = "; ".join(notes)
     return web.json_response(body, status=202)
 
 
@@ -151,28 +191,35 @@ async def handle_get_backfill(request: web.Request) -> web.Response:
         found = await q.progress(conn, rid, failures=20)
     if found is None:
         return error_response(404, "not_found", f"no backfill request {rid}")
-    return web.json_response(
-        {
-            "request_id": found.request_id,
-            "kind": found.kind,
-            "status": found.status,
-            "flow_sid": found.flow_sid,
-            "since": _iso(found.since),
-            "until": _iso(found.until),
-            "items_total": found.items_total,
-            "items_done": found.items_done,
-            "items_failed": found.items_failed,
-            "items_gone": found.items_gone,
-            "created_at": _iso(found.created_at),
-            "finished_at": _iso(found.finished_at),
-            "requested_by": found.requested_by,
-            "error": found.error,
-            "failures": [
-                {"sid": sid, "state": state, "reason": reason}
-                for sid, state, reason in found.failures
-            ],
-        }
-    )
+    body: dict[str, Any] = {
+        "request_id": found.request_id,
+        "kind": found.kind,
+        "status": found.status,  # queued, running, waiting_for_credentials or finished
+        "account_sid": found.account_sid,
+        "flow_sid": found.flow_sid,
+        "since": _iso(found.since),
+        "until": _iso(found.until),
+        "items_total": found.items_total,
+        "items_done": found.items_done,
+        "items_failed": found.items_failed,
+        "items_gone": found.items_gone,
+        "items_waiting": found.items_waiting,
+        "created_at": _iso(found.created_at),
+        "finished_at": _iso(found.finished_at),
+        "requested_by": found.requested_by,
+        "error": found.error,
+        "failures": [
+            {"sid": sid, "state": state, "reason": reason} for sid, state, reason in found.failures
+        ],
+    }
+    if found.items_waiting:
+        body["note"] = (
+            f"{found.items_waiting} items wait for their account's credentials (each one's"
+            " reason, in 'failures', names the account): they proceed once its credentials"
+            " work: fix them in SINK_ACCOUNTS_FILE or the SINK_TWILIO_* settings, then reload"
+            " (SIGHUP) or restart"
+        )
+    return web.json_response(body)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -68,6 +68,10 @@ LIMIT $2;
 -- How many backfill items are queued or running (the queue-depth gauge).
 SELECT count(*) FROM sink.backfill_items WHERE state IN ('queued', 'running');
 
+-- name: items_waiting
+-- How many backfill items wait for their account's credentials (the items-waiting gauge).
+SELECT count(*) FROM sink.backfill_items WHERE state = 'waiting_for_credentials';
+
 -- name: next_due
 -- Seconds until an open item (of request $1, or any if NULL) may be claimed; NULL if none is.
 SELECT extract(epoch FROM min(not_before) - now())::float8 FROM sink.backfill_items

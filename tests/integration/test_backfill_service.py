@@ -196,6 +196,14 @@ async def test_http_request_202_then_progress_until_filled(
         ({"flow_sid": "FWnope", "since": "2026-01-01"}, "not a Flow SID"),
         ({"flow_sid": "FW" + "a" * 32, "since": "2030-01-01T00:00:00Z"}, "is empty"),
         ([], "JSON object"),
+        (
+            {"execution_sids": ["FN" + "0" * 32], "account_sid": "ACnope"},
+            "'account_sid' is not an Account SID: an Account SID is AC followed by 32 hex digits",
+        ),
+        (
+            {"flow_sid": "FW" + "a" * 32, "since": "2026-01-01", "account_sid": 12},
+            "or leave 'account_sid' out",
+        ),
     ],
 )
 async def test_http_request_validation(
@@ -204,6 +212,7 @@ async def test_http_request_validation(
     studio_settings: dict[str, Any],
     body: Any,
     message: str,
+    conn: asyncpg.Connection[Any],
 ) -> None:
     sink: Sink = await start_sink(**studio_settings)
     response = await sink.client.post(
@@ -211,6 +220,98 @@ async def test_http_request_validation(
     )
     assert response.status == 400
     assert message in (await response.json())["message"]
+    assert await conn.fetchval("SELECT count(*) FROM studio.backfill_requests") == 0
+
+
+async def test_http_request_names_its_account(
+    database_url: str,
+    start_sink: Callable[..., Any],
+    fake: FakeStudio,
+    studio_settings: dict[str, Any],
+    conn: asyncpg.Connection[Any],
+) -> None:
+    sink: Sink = await start_sink(**studio_settings)
+    [execution] = fake.populate(executions=1, steps=2)
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    body = {"flow_sid": execution.flow_sid, "since": "2019-05-10", "account_sid": fake.account_sid}
+    response = await sink.client.post("/backfill", json=body, headers=auth)
+    assert response.status == 202, await response.text()
+    accepted = await response.json()
+    assert "note" not in accepted  # the API key set without an Account SID serves it
+    rid = accepted["request_id"]
+    stored = await conn.fetch(
+        "SELECT account_sid FROM studio.backfill_requests WHERE request_id = $1"
+        " UNION ALL SELECT account_sid FROM studio.backfill_items"
+        " WHERE request_id = $1 AND kind = 'flow_range'",
+        rid,
+    )
+    assert [r["account_sid"] for r in stored] == [fake.account_sid] * 2  # request, listing
+
+    deadline = time.monotonic() + WAIT
+    while True:
+        progress = await (await sink.client.get(f"/backfill/{rid}", headers=auth)).json()
+        if progress["status"] == "finished" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert progress["status"] == "finished", progress
+    assert progress["account_sid"] == fake.account_sid
+    assert (progress["items_done"], progress["items_waiting"]) == (2, 0), progress["failures"]
+    assert "note" not in progress
+    assert await without_context(conn) == 0
+
+
+async def test_http_request_for_an_account_without_credentials_waits(
+    database_url: str,
+    start_sink: Callable[..., Any],
+    studio_url: str,
+    fake: FakeStudio,
+    conn: asyncpg.Connection[Any],
+) -> None:
+    # no REST credentials at all: no API key, no account with a token
+    sink: Sink = await start_sink(studio_base_url=studio_url, backfill_workers=2, admin_token=ADMIN)
+    other = "AC" + "b" * 32
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    response = await sink.client.post(
+        "/backfill",
+        json={"execution_sids": ["FN" + "1" * 32, "FN" + "2" * 32], "account_sid": other},
+        headers=auth,
+    )
+    assert response.status == 202, await response.text()
+    accepted = await response.json()
+    assert f"account {other} has no REST credentials" in accepted["note"]
+    assert "SINK_ACCOUNTS_FILE" in accepted["note"]
+    rid = accepted["request_id"]
+
+    deadline = time.monotonic() + WAIT
+    while True:
+        progress = await (await sink.client.get(f"/backfill/{rid}", headers=auth)).json()
+        if progress["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert progress["status"] == "waiting_for_credentials", progress
+    assert progress["account_sid"] == other
+    assert (progress["items_total"], progress["items_waiting"], progress["items_failed"]) == (
+        2,
+        2,
+        0,
+    )
+    assert progress["finished_at"] is None
+    assert "2 items wait for their account's credentials" in progress["note"]
+    assert [f["state"] for f in progress["failures"]] == ["waiting_for_credentials"] * 2
+    assert all(
+        f"account {other} has no REST credentials" in f["reason"] for f in progress["failures"]
+    )
+    assert fake.log == []  # nothing was called without credentials
+
+    deadline = time.monotonic() + WAIT  # the gauge is refreshed every POLL_SECONDS
+    while True:
+        metrics = await (await sink.client.get("/metrics")).text()
+        if "sink_backfill_items_waiting 2.0" in metrics or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert "sink_backfill_items_waiting 2.0" in metrics
+    assert "sink_backfill_queue_depth 0.0" in metrics
+    assert other not in metrics  # no SID label
 
 
 async def test_auto_backfill_fills_each_ended_execution(
