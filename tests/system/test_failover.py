@@ -1,8 +1,9 @@
 """Postgres failover under load, and a primary that freezes rather than crashes.
 
 The first tests put a freezing TCP relay (``FreezingRelay``) in front of the real test
-server: quick checks of what a hung connection does to the pool, the multi-host connect and
-``/readyz``. The slow ones start a real two-node Patroni cluster (tests/support/patroni.py)
+server: quick checks of what a hung connection does to the pool and the multi-host
+connect, and of ``/readyz`` (those two wait out connect timeouts, so they are marked slow).
+The other slow ones start a real two-node Patroni cluster (tests/support/patroni.py)
 and real ``studio-sink serve`` processes under load with a ledger of every acknowledged
 event: SIGKILL the primary, freeze it (SIGSTOP, like a paused VM), or replicate
 asynchronously (the documented risk, which the sink warns about).
@@ -181,6 +182,7 @@ async def test_keepalive_on_pooled_connections(
     }
 
 
+@pytest.mark.slow  # waits out connect timeouts: seconds, not milliseconds
 async def test_readyz_on_a_frozen_server_says_unreachable_within_two_seconds(
     relay: FreezingRelay, direct_database_url: str, start_sink: Callable[..., Any]
 ) -> None:
@@ -202,6 +204,7 @@ async def test_readyz_on_a_frozen_server_says_unreachable_within_two_seconds(
     print(f"\n/readyz on a frozen server: 503 in {took:.2f} s")
 
 
+@pytest.mark.slow  # waits out connect timeouts: seconds, not milliseconds
 async def test_readyz_finds_the_next_host_by_itself_when_the_first_hangs(
     relay: FreezingRelay, direct_database_url: str, start_sink: Callable[..., Any]
 ) -> None:
