@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+SHOWN_MAX = 40
+
+
+def shown(text: str) -> str:
+    """``text`` cut to ``SHOWN_MAX`` characters for a message: a value received (a field,
+    a path segment) is named in an error, never echoed whole."""
+    return text if len(text) <= SHOWN_MAX else f"{text[: SHOWN_MAX - 3]}..."
+
 
 class SinkError(Exception):
     """Base of every error studio-sink raises on purpose."""

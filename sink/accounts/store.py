@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from sink.accounts.model import Accounts
+from sink.db.pool import Conn
 from sink.db.queries import query
+
+Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +24,7 @@ class AccountRow:
     credentials_checked_at: datetime | None
 
 
-async def sync_accounts(
-    conn: asyncpg.Pool[Any] | asyncpg.Connection[Any], accounts: Accounts
-) -> None:
+async def sync_accounts(conn: Executor, accounts: Accounts) -> None:
     """Make ``sink.accounts`` list the accounts in force; the others stay, not configured."""
     listed = accounts.listed()
     await conn.execute(
@@ -34,6 +35,7 @@ async def sync_accounts(
     )
 
 
-async def list_accounts(conn: asyncpg.Pool[Any] | asyncpg.Connection[Any]) -> list[AccountRow]:
+async def list_accounts(conn: Executor) -> list[AccountRow]:
+    """Every account the sink knows (``sink.accounts``), configured ones first, by label."""
     rows = await conn.fetch(query("list_accounts"))
     return [AccountRow(**dict(row)) for row in rows]

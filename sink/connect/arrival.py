@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from sink.accounts.store import list_accounts
 from sink.db.pool import Conn
 from sink.db.queries import query
 
@@ -66,8 +67,9 @@ async def credentials_status(
     conn: Conn, account_sids: list[str]
 ) -> dict[str, tuple[str, datetime | None]]:
     """What the backfill last found of each account's REST credentials."""
-    rows = await conn.fetch(query("doctor_credentials_status"), account_sids)
+    wanted = set(account_sids)
     return {
-        row["account_sid"]: (row["credentials_status"], row["credentials_checked_at"])
-        for row in rows
+        row.account_sid: (row.credentials_status, row.credentials_checked_at)
+        for row in await list_accounts(conn)
+        if row.account_sid in wanted
     }

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from sink.errors import shown
 from sink.twilio import TEST_EVENT_TYPE, is_sid
 
 ACCOUNT_MISMATCH: Final = "account_mismatch"
 TEST_ID_MAX: Final = 200  # a UUID from Twilio; a longer one keeps the event's id as it is
-
-
-def _shown(value: str) -> str:
-    return value if len(value) <= 40 else f"{value[:37]}..."
 
 
 def mismatch(data: Any, signer: str | None) -> str | None:
@@ -35,8 +32,8 @@ def mismatch(data: Any, signer: str | None) -> str | None:
     if not isinstance(claimed, str) or claimed == signer:
         return None
     return (
-        f"data.account_sid {_shown(claimed)!r} is not {signer}, the account that signed the"
-        f" delivery. Each account signs with its own Auth Token: send {_shown(claimed)}'s"
+        f"data.account_sid {shown(claimed)!r} is not {signer}, the account that signed the"
+        f" delivery. Each account signs with its own Auth Token: send {shown(claimed)}'s"
         " events to its own URL (/events/<its Account SID>) with its tokens in"
         " SINK_ACCOUNTS_FILE"
     )

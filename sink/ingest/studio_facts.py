@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sink.errors import shown
 from sink.twilio import (
     EXECUTION_ENDED,
     STEP_ENDED,
@@ -79,11 +80,9 @@ def _integer(data: dict[str, Any], name: str) -> int | None:
     raises StudioDataError when it holds something other than an integer."""
     value = data.get(name)
     if value is not None and not is_integer(value):
-        shown = repr(value)
-        shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
         raise StudioDataError(
-            f"Studio event data '{name}' is not an integer: {shown} (Twilio sends a whole"
-            " number here, or null)"
+            f"Studio event data '{name}' is not an integer: {shown(repr(value))} (Twilio sends"
+            " a whole number here, or null)"
         )
     return optional_int(data, name)
 

@@ -10,10 +10,11 @@ from typing import Any, Final
 import asyncpg
 from aiohttp import web
 
+from sink.accounts.store import AccountRow, list_accounts
 from sink.db.pool import Conn
-from sink.db.queries import query
 from sink.twilio import is_sid
 from sink.ui.filters import ACCOUNT_PARAM, with_account
+from sink.ui.queries import has_relation
 
 __all__ = ["ACCOUNT_PARAM", "AccountChoice", "latest_tests", "load", "with_account"]
 INVALID_FIX: Final = (
@@ -29,23 +30,23 @@ class AccountChoice:
     """The selected account (None: every account), and the accounts to choose from."""
 
     selected: str | None = None
-    accounts: list[asyncpg.Record] = field(default_factory=list)
+    accounts: list[AccountRow] = field(default_factory=list)
 
     @property
-    def invalid(self) -> list[asyncpg.Record]:
+    def invalid(self) -> list[AccountRow]:
         """Configured accounts whose REST credentials Twilio refused."""
-        return [a for a in self.accounts if a["credentials_status"] == "invalid"]
+        return [a for a in self.accounts if a.credentials_status == "invalid"]
 
     def label(self, account_sid: str | None) -> str:
         for a in self.accounts:
-            if a["account_sid"] == account_sid:
-                return str(a["label"])
+            if a.account_sid == account_sid:
+                return a.label
         return account_sid or ""
 
     def unknown_selected(self) -> bool:
         """An account asked for that studio.accounts does not list (still filtered by)."""
         return self.selected is not None and all(
-            a["account_sid"] != self.selected for a in self.accounts
+            a.account_sid != self.selected for a in self.accounts
         )
 
 
@@ -60,14 +61,10 @@ def selected_account(request: web.Request) -> str | None:
 
 async def load(conn: Conn, request: web.Request) -> AccountChoice:
     """The page's choice, remembered on the request for the page's template."""
-    rows = await conn.fetch(query("ui_accounts")) if await _has_accounts(conn) else []
-    choice = AccountChoice(selected_account(request), list(rows))
+    rows = await list_accounts(conn) if await has_relation(conn, "sink.accounts") else []
+    choice = AccountChoice(selected_account(request), rows)
     request[ACCOUNTS_KEY] = choice
     return choice
-
-
-async def _has_accounts(conn: Conn) -> bool:
-    return bool(await conn.fetchval(query("relation_exists"), "studio.accounts"))
 
 
 def latest_tests(choice: AccountChoice, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -77,7 +74,7 @@ def latest_tests(choice: AccountChoice, rows: list[asyncpg.Record]) -> list[dict
     if choice.selected is not None:
         shown: list[str | None] = [choice.selected]
     else:
-        shown = [a["account_sid"] for a in choice.accounts if a["configured"]]
+        shown = [a.account_sid for a in choice.accounts if a.configured]
         shown += sorted(sid for sid in by_account if sid is not None and sid not in shown)
         shown += [None] if None in by_account else []
     return [

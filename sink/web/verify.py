@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sink.accounts.model import Accounts
 from sink.config import Settings
+from sink.errors import shown
 from sink.ingest import signature
 from sink.twilio import is_sid, sid_rule
 
@@ -83,14 +84,10 @@ def signed_url(request: RequestView, settings: Settings) -> str:
     return f"{scheme}://{host}{request.raw_path}"
 
 
-def _shown(value: str) -> str:
-    return repr(value if len(value) <= 40 else f"{value[:37]}...")
-
-
 def _unknown_account(sid: str) -> signature.SignatureCheck:
     if not is_sid(sid, "AC"):
         detail = (
-            f"the URL names account {_shown(sid)}, which is not an Account SID"
+            f"the URL names account {shown(sid)!r}, which is not an Account SID"
             f" ({sid_rule('AC')}): configure Twilio with {ACCOUNT_PREFIX}<AccountSid>, or"
             f" {EVENTS_PATH} alone"
         )

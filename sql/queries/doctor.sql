@@ -35,9 +35,3 @@ SELECT (SELECT e.received_at
            AND coalesce(e.data->>'account_sid', substring(e.event_id from '^AC[0-9a-fA-F]{32}')) = $1
          ORDER BY e.received_at DESC
          LIMIT 1) AS last_test_event
-
--- name: doctor_credentials_status
--- What the backfill last found of each account's REST credentials ('invalid': a 401 from every one).
-SELECT account_sid, credentials_status, credentials_checked_at
-  FROM sink.accounts
- WHERE account_sid = ANY ($1::text[])

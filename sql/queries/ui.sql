@@ -117,12 +117,6 @@ WHERE rejected_id < $1
 ORDER BY rejected_id DESC
 LIMIT $2;
 
--- name: ui_accounts
--- The accounts of the selector (studio.accounts): configured ones first, by label.
-SELECT account_sid, label, configured, credentials_status, credentials_checked_at
-FROM studio.accounts
-ORDER BY configured DESC, label, account_sid
-
 -- name: ui_account_flows
 -- The flows of account $1: each flow seen in executions (an index skip scan), with the account of one of its executions.
 WITH RECURSIVE f AS (
